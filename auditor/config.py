@@ -1,0 +1,28 @@
+"""The audit configuration: one schema shared by the CLI, the API and the workers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Strategy = Literal["auto", "loo", "banzhaf", "group"]
+ModelKind = Literal["ssm", "network"]
+
+
+class AuditConfig(BaseModel):
+    """How an audit searches, what it trains and how it confirms.
+
+    Unknown fields are refused, so a typo in a config is an error rather than a default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Strategy = Field("auto", description="subset-selection strategy; auto picks by n and budget")
+    budget: int | None = Field(None, ge=1, le=1_000_000, description="most models to train in the search")
+    confirm_seeds: int = Field(4, ge=2, le=64, description="seeds of the confirmation round")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed; every trial's seed derives from it")
+    model: ModelKind = Field("ssm", description="the student trained in each trial")
+    state_dim: int = Field(10, ge=1, le=512, description="SSM state dimension d")
+    max_steps: int = Field(20_000, ge=10, le=1_000_000, description="cap on optimizer steps per model")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")

@@ -1,0 +1,230 @@
+"""Load, validate and fingerprint audit datasets.
+
+The dataset contract (DESIGN.md) is a ``.npz`` archive without pickled objects:
+
+``x``        float (n, k) or (n, k, channels)   training sequences
+``y``        float (n,) or (n, outputs), or int (n,) class labels
+``x_val``    optional trusted reference sequences; may be longer than k
+``y_val``    optional labels of the reference set (required with ``x_val``)
+``is_poison`` optional bool (n,) ground truth, for benchmarks only
+
+Every check raises :class:`DatasetError` with one line that says what is wrong, so the
+CLI and the API can report it without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+REQUIRED = ("x", "y")
+OPTIONAL = ("x_val", "y_val", "is_poison")
+KNOWN = REQUIRED + OPTIONAL
+
+
+class DatasetError(ValueError):
+    """The file is not a valid audit dataset; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated audit dataset.
+
+    Attributes
+    ----------
+    x : ndarray, (n, k) or (n, k, channels), float64
+    y : ndarray, (n,) or (n, outputs) float64, or (n,) int64 class labels
+    x_val, y_val : ndarray or None
+        Trusted reference set; ``x_val`` may have a longer time axis than ``x``.
+    is_poison : ndarray of bool (n,) or None
+        Ground truth. The detector never reads it; reports use it for evaluation.
+    sha256 : str
+        Hex digest of the file bytes the dataset was loaded from.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    is_poison: np.ndarray | None
+    sha256: str
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.x.ndim == 2 else int(self.x.shape[2])
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` for integer labels, else ``"regression"``."""
+        return "classification" if np.issubdtype(self.y.dtype, np.integer) else "regression"
+
+    @property
+    def has_reference(self) -> bool:
+        return self.x_val is not None
+
+    def summary(self) -> dict:
+        """Metadata that is safe to store and show (no arrays, no ground truth)."""
+        return {
+            "sha256": self.sha256,
+            "n": self.n,
+            "length": self.length,
+            "channels": self.channels,
+            "task": self.task,
+            "n_val": None if self.x_val is None else int(self.x_val.shape[0]),
+            "length_val": None if self.x_val is None else int(self.x_val.shape[1]),
+            "has_ground_truth": self.is_poison is not None,
+        }
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None = None) -> Dataset:
+    """Read and validate a dataset from a path, raw bytes or a binary file object.
+
+    Parameters
+    ----------
+    source : path, bytes or binary file object
+    max_bytes : int, optional
+        Refuse inputs larger than this many bytes.
+
+    Raises
+    ------
+    DatasetError
+        With a one-line message naming what is wrong.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise DatasetError(f"no such file: {path}")
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        data = source.read()
+    if max_bytes is not None and len(data) > max_bytes:
+        raise DatasetError(f"file is {len(data)} bytes, over the limit of {max_bytes}")
+    return parse_dataset(data)
+
+
+def parse_dataset(data: bytes) -> Dataset:
+    """Validate the bytes of a ``.npz`` file; see :func:`load_dataset`."""
+    if not data:
+        raise DatasetError("file is empty")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise DatasetError("not an .npz archive (expected a zip of .npy arrays)")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            for name in npz.files:
+                arrays[name] = npz[name]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetError("archive holds pickled objects, which are refused") from None
+        raise DatasetError(f"unreadable .npz: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"unreadable .npz: {exc}") from None
+    return validate_arrays(arrays, sha256=sha256_bytes(data))
+
+
+def validate_arrays(arrays: dict[str, np.ndarray], *, sha256: str = "") -> Dataset:
+    """Check shapes, dtypes and values of the named arrays; return a :class:`Dataset`."""
+    missing = [name for name in REQUIRED if name not in arrays]
+    if missing:
+        raise DatasetError(f"missing array(s): {', '.join(missing)}")
+    unknown = sorted(set(arrays) - set(KNOWN))
+    if unknown:
+        raise DatasetError(f"unknown array(s): {', '.join(unknown)}; allowed: {', '.join(KNOWN)}")
+
+    x = _float_array(arrays["x"], "x", ndims=(2, 3))
+    n = x.shape[0]
+    if n == 0 or x.shape[1] == 0:
+        raise DatasetError(f"x is empty (shape {x.shape})")
+    y = _labels(arrays["y"], "y", n)
+
+    x_val = y_val = None
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise DatasetError("x_val and y_val must be given together")
+    if "x_val" in arrays:
+        x_val = _float_array(arrays["x_val"], "x_val", ndims=(x.ndim,))
+        if x_val.shape[0] == 0 or x_val.shape[1] == 0:
+            raise DatasetError(f"x_val is empty (shape {x_val.shape})")
+        if x.ndim == 3 and x_val.shape[2] != x.shape[2]:
+            raise DatasetError(f"x_val has {x_val.shape[2]} channels, x has {x.shape[2]}")
+        y_val = _labels(arrays["y_val"], "y_val", x_val.shape[0])
+        if (y_val.dtype.kind == "i") != (y.dtype.kind == "i") or y_val.shape[1:] != y.shape[1:]:
+            raise DatasetError(f"y_val (dtype {y_val.dtype}, shape {y_val.shape}) does not match y "
+                               f"(dtype {y.dtype}, shape {y.shape})")
+
+    is_poison = None
+    if "is_poison" in arrays:
+        raw = arrays["is_poison"]
+        if raw.shape != (n,):
+            raise DatasetError(f"is_poison has shape {raw.shape}, expected ({n},)")
+        if raw.dtype != np.bool_:
+            if not np.issubdtype(raw.dtype, np.integer) or not np.isin(raw, (0, 1)).all():
+                raise DatasetError(f"is_poison must be boolean, got dtype {raw.dtype}")
+        is_poison = raw.astype(bool)
+
+    return Dataset(x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison, sha256=sha256)
+
+
+def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None) -> str:
+    """Write a dataset in the contract format; return its sha256."""
+    arrays = {"x": np.asarray(x), "y": np.asarray(y)}
+    for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison)):
+        if value is not None:
+            arrays[name] = np.asarray(value)
+    validate_arrays(arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    data = buffer.getvalue()
+    Path(path).write_bytes(data)
+    return sha256_bytes(data)
+
+
+def _float_array(raw: np.ndarray, name: str, *, ndims: tuple[int, ...]) -> np.ndarray:
+    if raw.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise DatasetError(f"{name} must be {want}, got shape {raw.shape}")
+    if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+        raise DatasetError(f"{name} must be numeric, got dtype {raw.dtype}")
+    out = raw.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise DatasetError(f"{name} contains NaN or infinite values")
+    return out
+
+
+def _labels(raw: np.ndarray, name: str, n: int) -> np.ndarray:
+    if raw.ndim == 0 or raw.shape[0] != n:
+        raise DatasetError(f"{name} has shape {raw.shape}, expected {n} rows to match its sequences")
+    if np.issubdtype(raw.dtype, np.integer):
+        if raw.ndim != 1:
+            raise DatasetError(f"integer {name} (class labels) must be 1-D, got shape {raw.shape}")
+        if (raw < 0).any():
+            raise DatasetError(f"{name} has negative class labels")
+        return raw.astype(np.int64)
+    if not np.issubdtype(raw.dtype, np.floating):
+        raise DatasetError(f"{name} must be float (regression) or int (classes), got dtype {raw.dtype}")
+    if raw.ndim > 2:
+        raise DatasetError(f"{name} must be 1-D or 2-D, got shape {raw.shape}")
+    out = raw.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise DatasetError(f"{name} contains NaN or infinite values")
+    return out

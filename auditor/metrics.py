@@ -1,0 +1,61 @@
+"""How well a trained SSM generalizes, and what its implicit bias looks like.
+
+All functions take stacked models (leading axis M) and return one value per model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from auditor.ssm import Params, forward, impulse_response, reverse_time
+
+
+def extrapolation_error(student: Params, teacher: Params, *, horizon: int) -> torch.Tensor:
+    """max_j |kappa_j(student) - kappa_j(teacher)| / max_j |kappa_j(teacher)|, j = 1..horizon.
+
+    The paper's generalization measure for settings A and B (horizon J = 20 and 40): how
+    far the learned impulse response is from the teacher's, including beyond the training
+    length. Returns (M,).
+    """
+    ks = impulse_response(student, horizon)                                   # (M, J)
+    kt = impulse_response(teacher, horizon).to(ks)                            # (1, J)
+    return (ks - kt).abs().amax(-1) / kt.abs().amax(-1)
+
+
+def effective_rank(a: torch.Tensor) -> torch.Tensor:
+    """Entropy effective rank of diag(a) (Roy & Vetterli, 2007): exp(H(p)), p = |a| / sum|a|.
+
+    The singular values of a diagonal A are |a_i|, so this is the effective rank of A.
+    It is 1 when one entry carries all the mass (the low-rank bias that extrapolates)
+    and d when all entries are equal (what clean-label poisons induce). Returns (M,).
+    """
+    s = a.abs()                                                               # (M, d)
+    p = s / s.sum(-1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+    entropy = -(p * torch.log(p.clamp_min(torch.finfo(s.dtype).tiny))).sum(-1)
+    return torch.exp(entropy)
+
+
+def relative_error(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||y_hat - y|| / ||y|| over the last axis: (M, n), (n,) -> (M,)."""
+    return (y_hat - y).norm(dim=-1) / y.norm(dim=-1)
+
+
+def reference_mse(params: Params, x, y) -> torch.Tensor:
+    """Mean squared error of each model on a trusted reference set.
+
+    The reference sequences may be longer than the training ones: an SSM runs on any
+    length, so this measures extrapolation directly. Returns (M,).
+    """
+    first = next(iter(params.values()))
+    x_t = torch.as_tensor(np.asarray(x), dtype=first.dtype, device=first.device)
+    y_t = torch.as_tensor(np.asarray(y), dtype=first.dtype, device=first.device)
+    return ((forward(params, reverse_time(x_t)) - y_t) ** 2).mean(-1)
+
+
+def reference_relative_error(params: Params, x, y) -> torch.Tensor:
+    """:func:`relative_error` of each model on a reference set of any length: (M,)."""
+    first = next(iter(params.values()))
+    x_t = torch.as_tensor(np.asarray(x), dtype=first.dtype, device=first.device)
+    y_t = torch.as_tensor(np.asarray(y), dtype=first.dtype, device=first.device)
+    return relative_error(forward(params, reverse_time(x_t)), y_t)
