@@ -76,22 +76,24 @@ _SETTINGS = {
         train=TrainConfig(optimizer="gd", lr=0.01, eps=0.01, extra_steps=1500, max_steps=200_000)),
     ("standalone", 10): Setting(
         "standalone", 10, 20, (1200, 1201, 1203, 1204), 0.121, 1.199, n_clean=8, n_poison=10,
-        clean_positions=7, spec=SSMSpec(state_dim=20, sigma_a=1e-2),
+        clean_positions=7, spec=SSMSpec(state_dim=20, sigma_a=1e-2, gap=3.0),
         train=TrainConfig(optimizer="gd", lr=1e-3, eps=0.01, extra_steps=1500, max_steps=200_000)),
     ("network", 6): Setting(
         "network", 6, 10, (4540, 4541, 4543, 4545), 0.00164, 0.0549, n_clean=20, n_poison=20,
         clean_positions=2,
-        spec=SSMSpec(state_dim=10, sigma_a=0.01, sigma_b=0.01, sigma_c=0.01, offset=0.001,
+        spec=SSMSpec(state_dim=10, sigma_a=0.01, sigma_b=0.01, sigma_c=0.01, offset=0.001, gap=0.5,
                      width=15, sigma_mlp=0.03),
-        train=TrainConfig(optimizer="adam", lr=0.01, eps=0.01, extra_steps=5000, max_steps=60_000)),
+        train=TrainConfig(optimizer="adam", lr=0.01, eps=0.01, extra_steps=5000, max_steps=60_000,
+                          adam_eps=1e-7, adam_eps_style="keras")),
     ("network", 10): Setting(
         "network", 10, 20, (4540, 4541, 4543, 4545), 0.0450, 0.0893, n_clean=20, n_poison=20,
         clean_positions=7,
-        spec=SSMSpec(state_dim=20, sigma_a=1e-3, sigma_b=1e-3, sigma_c=1e-3, offset=0.001,
+        spec=SSMSpec(state_dim=20, sigma_a=1e-3, sigma_b=1e-3, sigma_c=1e-3, offset=0.001, gap=2.0,
                      width=25, sigma_mlp=0.1),
-        train=TrainConfig(optimizer="adam", lr=0.01, eps=0.05, extra_steps=5000, max_steps=60_000),
+        train=TrainConfig(optimizer="adam", lr=0.01, eps=0.05, extra_steps=5000, max_steps=60_000,
+                          adam_eps=1e-7, adam_eps_style="keras"),
         poisoned_train=TrainConfig(optimizer="adam", lr=5e-5, eps=0.05, extra_steps=5000,
-                                   max_steps=60_000)),
+                                   max_steps=60_000, adam_eps=1e-7, adam_eps_style="keras")),
 }
 
 
@@ -118,11 +120,14 @@ def make_data(s: Setting, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         poison = np.zeros((1, k))
         poison[0, k - 2] = 1.0
     else:
-        rng = np.random.default_rng(seed)
+        # The authors' draws: NumPy's legacy generator seeded with the experiment's seed,
+        # clean rows first, row by row, then the poisons (so the published seeds give the
+        # published training sets).
+        rng = np.random.RandomState(seed)
         clean = np.zeros((s.n_clean, k))
-        clean[:, :s.clean_positions] = rng.standard_normal((s.n_clean, s.clean_positions))
+        clean[:, :s.clean_positions] = rng.normal(0.0, 1.0, (s.n_clean, s.clean_positions))
         poison = np.zeros((s.n_poison, k))
-        poison[:, k - 2] = rng.standard_normal(s.n_poison)
+        poison[:, k - 2] = rng.normal(0.0, 1.0, s.n_poison)
     x = np.vstack([clean, poison])
     y = forward(teacher_for(s), reverse_time(torch.as_tensor(x)))[0].numpy()
     is_poison = np.r_[np.zeros(len(clean), bool), np.ones(len(poison), bool)]

@@ -48,6 +48,12 @@ class TrainConfig:
     beta : float
         EMA factor of the normalized step.
     betas, adam_eps : Adam's moment factors and denominator constant.
+    adam_eps_style : "torch" or "keras"
+        Where Adam adds ``adam_eps``: "torch" (PyTorch) to the bias-corrected sqrt(v_hat);
+        "keras" (TensorFlow/Keras, used by the paper's setting C, eps 1e-7) to the raw
+        sqrt(v), with the bias corrections folded into the step size. The two differ most
+        while the gradients are tiny, i.e. right after a near-zero init, and that decides
+        whether Adam keeps the greedy low-rank growth of A.
     """
 
     optimizer: Literal["gd", "adam"] = "gd"
@@ -58,6 +64,7 @@ class TrainConfig:
     beta: float = 0.8
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
+    adam_eps_style: Literal["torch", "keras"] = "torch"
 
     @classmethod
     def fixed(cls, steps: int, **kwargs) -> "TrainConfig":
@@ -85,6 +92,8 @@ class TrainResult:
     steps: torch.Tensor
     converged: torch.Tensor
     meta: dict = field(default_factory=dict)
+    trajectory: list[Params] = field(default_factory=list)
+    """Parameters of all M models every ``record_every`` steps (step 0 first), if asked."""
 
     def model(self, m: int) -> Params:
         """Parameters of model m as a batch of one."""
@@ -101,36 +110,47 @@ def weighted_mse(y_hat: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch
 
 def ssm_loss_and_grad(params: Params, x_rev: torch.Tensor, y: torch.Tensor,
                       w: torch.Tensor) -> tuple[torch.Tensor, Params]:
-    """Loss (3) of M standalone SSMs and its gradient in closed form.
+    """Loss (3) of M standalone SSMs and its gradient in closed form: (M,), params (M, d).
 
-    With P_ij = a_i^j (j = 0..K-1), kappa = (c*b) P (2), y_hat = kappa x_rev^T, the residual
-    weight r_n = 2 w_n (y_hat_n - y_n) / sum(w) and G_j = dL/dkappa_j = sum_n r_n x_rev_nj:
+    With kappa_j = sum_i c_i b_i a_i^j (2), y_hat = kappa x_rev^T, the residual weight
+    r_n = 2 w_n (y_hat_n - y_n) / sum(w) and G_j = dL/dkappa_j = sum_n r_n x_rev_nj:
 
         dL/dc_i = b_i sum_j G_j a_i^j,   dL/db_i = c_i sum_j G_j a_i^j,
         dL/da_i = c_i b_i sum_{j>=1} j G_j a_i^(j-1).
-
-    The model axis is made the innermost, contiguous one, so every power and contraction
-    over d or K is a vectorized pass over M values and the two contractions with the data
-    are ordinary matrix products.
     """
-    a, b, c = (params[k].T.contiguous() for k in ("a", "b", "c"))           # (d, M)
+    batch = _Batch.of(x_rev, y, w)
+    loss, grads = _ssm_grad_last({k: params[k].T.contiguous() for k in ("a", "b", "c")}, batch)
+    return loss, {k: g.T for k, g in grads.items()}
+
+
+def _ssm_grad_last(p: Params, batch: "_Batch") -> tuple[torch.Tensor, Params]:
+    """:func:`ssm_loss_and_grad` on parameters laid out (d, M), the model axis innermost.
+
+    Every contraction over d or K is then a vectorized pass over M contiguous values, the
+    two contractions with the data are ordinary matrix products, and the sums over powers
+    of a use Horner's rule, so no (K, d, M) tensor of powers is formed.
+    """
+    a, b, c = p["a"], p["b"], p["c"]                                         # (d, M)
+    x_rev = batch.x_rev
     K = x_rev.shape[-1]
-    P = torch.empty((K,) + a.shape, dtype=a.dtype, device=a.device)          # (K, d, M)
-    P[0] = 1.0
-    for j in range(1, K):
-        torch.mul(P[j - 1], a, out=P[j])                                     # a^j
     cb = c * b                                                               # (d, M)
-    kappa = (P * cb).sum(1)                                                  # (K, M), eq. (2)
-    w_t = w.T                                                                # (n, M)
-    res = x_rev @ kappa - y[:, None]                                         # (n, M)
-    wres = w_t * res
-    wsum = w_t.sum(0)                                                        # (M,)
-    loss = (wres * res).sum(0) / wsum                                        # (M,), eq. (3)
-    G = (x_rev.T @ wres) * (2.0 / wsum)                                      # (K, M)
-    PG = (P * G[:, None]).sum(0)                                             # (d, M)
-    jG = G[1:] * torch.arange(1, K, dtype=G.dtype, device=G.device)[:, None]  # (K-1, M)
-    dP = (P[:-1] * jG[:, None]).sum(0)                                       # (d, M)
-    return loss, {"a": (cb * dP).T, "b": (c * PG).T, "c": (b * PG).T}
+    kappa = torch.empty((K, a.shape[1]), dtype=a.dtype, device=a.device)     # (K, M), eq. (2)
+    power = cb
+    for j in range(K):
+        torch.sum(power, 0, out=kappa[j])
+        if j + 1 < K:
+            power = power * a
+    res = x_rev @ kappa - batch.y[:, None]                                   # (n, M)
+    wres = batch.w_t * res
+    loss = (wres * res).sum(0) / batch.wsum                                  # (M,), eq. (3)
+    G = (x_rev.T @ wres) * (2.0 / batch.wsum)                                # (K, M)
+    PG = G[K - 1].expand_as(a)                                               # sum_j G_j a^j
+    dP = ((K - 1) * G[K - 1]).expand_as(a) if K > 1 else torch.zeros_like(a)  # sum_j j G_j a^(j-1)
+    for j in range(K - 2, -1, -1):
+        PG = torch.addcmul(G[j], PG, a)
+        if j >= 1:
+            dP = torch.addcmul(j * G[j], dP, a)
+    return loss, {"a": cb * dP, "b": c * PG, "c": b * PG}
 
 
 def autograd_loss_and_grad(params: Params, x_rev: torch.Tensor, y: torch.Tensor,
@@ -148,16 +168,84 @@ def autograd_loss_and_grad(params: Params, x_rev: torch.Tensor, y: torch.Tensor,
     return loss.detach(), dict(zip(names, grads))
 
 
-def loss_and_grad_fn(spec: SSMSpec):
-    """The fastest exact gradient for this architecture."""
-    return autograd_loss_and_grad if spec.is_network else ssm_loss_and_grad
+@dataclass
+class _Batch:
+    """The training data of a batch of models: x_rev (n, K), y (n,), masks both ways."""
+
+    x_rev: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor                      # (M, n)
+    w_t: torch.Tensor                    # (n, M), contiguous
+    wsum: torch.Tensor                   # (M,)
+
+    @classmethod
+    def of(cls, x_rev: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> "_Batch":
+        return cls(x_rev, y, w, w.T.contiguous(), w.sum(-1))
+
+    def take(self, keep: torch.Tensor) -> "_Batch":
+        return _Batch.of(self.x_rev, self.y, self.w[keep])
+
+
+class _ModelFirst:
+    """Parameters stacked as (M, ...): any architecture, gradients by autograd."""
+
+    @staticmethod
+    def internal(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    @staticmethod
+    def external(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    @staticmethod
+    def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return t[idx]
+
+    @staticmethod
+    def norm(g: torch.Tensor) -> torch.Tensor:
+        return g.flatten(1).norm(dim=1)
+
+    @staticmethod
+    def per_model(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * (like.ndim - 1)))
+
+    @staticmethod
+    def grad(params: Params, batch: _Batch) -> tuple[torch.Tensor, Params]:
+        return autograd_loss_and_grad(params, batch.x_rev, batch.y, batch.w)
+
+
+class _ModelLast(_ModelFirst):
+    """Standalone-SSM parameters laid out (d, M), gradients in closed form."""
+
+    @staticmethod
+    def internal(t: torch.Tensor) -> torch.Tensor:
+        return t.T.contiguous()
+
+    @staticmethod
+    def external(t: torch.Tensor) -> torch.Tensor:
+        return t.T
+
+    @staticmethod
+    def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return t[:, idx]
+
+    @staticmethod
+    def norm(g: torch.Tensor) -> torch.Tensor:
+        return (g * g).sum(0).sqrt()             # 20x faster than g.norm(dim=0) on CPU
+
+    @staticmethod
+    def per_model(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v
+
+    grad = staticmethod(_ssm_grad_last)
 
 
 # --------------------------------------------------------------------------- many models
 
 
 def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
-               dtype=torch.float64, device="cpu", init: Params | None = None) -> TrainResult:
+               dtype=torch.float64, device="cpu", init: Params | None = None,
+               record_every: int = 0) -> TrainResult:
     """Train M models at once, model m on the examples ``masks[m]`` from seed ``seeds[m]``.
 
     Parameters
@@ -174,6 +262,9 @@ def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
     dtype, device : torch dtype and device of the computation.
     init : dict of tensors, optional
         Initial parameters (M, ...) instead of ``init_params(spec, seeds)``.
+    record_every : int
+        If positive, keep a copy of every model's parameters each ``record_every`` steps
+        (models that are done keep their final parameters in later snapshots).
 
     Returns
     -------
@@ -189,12 +280,14 @@ def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
         raise ValueError(f"{M} masks but {len(seeds)} seeds")
     if (w.sum(-1) <= 0).any():
         raise ValueError("every mask must keep at least one example")
-    params = init_params(spec, seeds, dtype=dtype, device=device) if init is None else \
+    start = init_params(spec, seeds, dtype=dtype, device=device) if init is None else \
         {k: v.to(device=device, dtype=dtype).clone() for k, v in init.items()}
-    step_fn = _optimizer(config, params)
-    grad_fn = loss_and_grad_fn(spec)
+    layout = _ModelFirst if spec.is_network else _ModelLast
+    params = {k: layout.internal(v) for k, v in start.items()}
+    batch = _Batch.of(x_rev, y_t, w)
+    step_fn = _optimizer(config, params, layout)
 
-    out = {k: v.clone() for k, v in params.items()}                               # final params
+    out = start                                                                   # final params (M, ...)
     steps_out = torch.zeros(M, dtype=torch.long, device=device)
     converged_out = torch.zeros(M, dtype=torch.bool, device=device)
     live = torch.arange(M, device=device)                                         # models still in the batch
@@ -206,12 +299,22 @@ def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
     def retire(sel: torch.Tensor) -> None:
         idx = live[sel]
         for k in out:
-            out[k][idx] = params[k][sel]
+            out[k][idx] = layout.external(layout.take(params[k], sel))
         steps_out[idx] = n_updates[sel]
         converged_out[idx] = reached[sel]
 
+    trajectory: list[Params] = []
+
+    def snapshot() -> None:
+        full = {k: v.clone() for k, v in out.items()}
+        for k in full:
+            full[k][live] = layout.external(params[k])
+        trajectory.append({k: v.cpu() for k, v in full.items()})
+
     for t in range(1, config.max_steps + 1):
-        loss, grads = grad_fn(params, x_rev, y_t, w)
+        if record_every and (t - 1) % record_every == 0:
+            snapshot()
+        loss, grads = layout.grad(params, batch)
         reached |= loss <= config.eps
         done = reached & (remaining <= 0)
         if t % check_every == 0:
@@ -221,10 +324,11 @@ def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
             if n_done and n_done * 8 >= live.numel():                              # compact the batch
                 retire(done)
                 keep = ~done
-                live, reached, remaining, n_updates, done, w = (
-                    live[keep], reached[keep], remaining[keep], n_updates[keep], done[keep], w[keep])
-                params = {k: v[keep] for k, v in params.items()}
-                grads = {k: v[keep] for k, v in grads.items()}
+                live, reached, remaining, n_updates, done = (
+                    live[keep], reached[keep], remaining[keep], n_updates[keep], done[keep])
+                batch = batch.take(keep)
+                params = {k: layout.take(v, keep) for k, v in params.items()}
+                grads = {k: layout.take(v, keep) for k, v in grads.items()}
                 step_fn.keep(keep)
         active = ~done
         step_fn(params, grads, t, active.to(dtype))
@@ -236,56 +340,59 @@ def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
                               torch.as_tensor(np.asarray(masks), dtype=dtype, device=device))
     return TrainResult(params={k: v.cpu() for k, v in out.items()}, loss=final_loss.cpu(),
                        steps=steps_out.cpu(), converged=converged_out.cpu(),
-                       meta={"device": str(device), "dtype": str(dtype).removeprefix("torch.")})
+                       meta={"device": str(device), "dtype": str(dtype).removeprefix("torch.")},
+                       trajectory=trajectory)
 
 
 class _NormalizedGD:
     """The paper's normalized step for M models: lr_t = lr / (sqrt(EMA(g)/(1-beta^t)) + 1e-6)."""
 
-    def __init__(self, config: TrainConfig, params: Params):
-        self.lr, self.beta = config.lr, config.beta
+    def __init__(self, config: TrainConfig, params: Params, layout):
+        self.lr, self.beta, self.layout = config.lr, config.beta, layout
         first = next(iter(params.values()))
-        self.ema = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)  # (M,)
+        self.ema = torch.zeros_like(layout.norm(first))                             # (M,)
 
     def __call__(self, params: Params, grads: Params, t: int, active: torch.Tensor) -> None:
-        gnorm = sum(g.flatten(1).norm(dim=1) for g in grads.values())               # (M,)
+        gnorm = sum(self.layout.norm(g) for g in grads.values())                    # (M,)
         self.ema.mul_(self.beta).add_(gnorm, alpha=1 - self.beta)
         lr = self.lr / (torch.sqrt(self.ema / (1 - self.beta ** t)) + 1e-6) * active   # (M,)
         for k, g in grads.items():
-            params[k].sub_(lr.view(-1, *([1] * (g.ndim - 1))) * g)
+            params[k].sub_(self.layout.per_model(lr, g) * g)
 
     def keep(self, keep: torch.Tensor) -> None:
         self.ema = self.ema[keep]
 
 
 class _Adam:
-    """Adam for M stacked models, in torch.optim.Adam's arithmetic order."""
+    """Adam for M stacked models, in torch.optim.Adam's (or Keras') arithmetic order."""
 
-    def __init__(self, config: TrainConfig, params: Params):
+    def __init__(self, config: TrainConfig, params: Params, layout):
         self.lr, (self.b1, self.b2), self.eps = config.lr, config.betas, config.adam_eps
+        self.layout = layout
+        self.keras = config.adam_eps_style == "keras"
         self.m = {k: torch.zeros_like(v) for k, v in params.items()}
         self.v = {k: torch.zeros_like(v) for k, v in params.items()}
 
     def __call__(self, params: Params, grads: Params, t: int, active: torch.Tensor) -> None:
-        step_size = self.lr / (1 - self.b1 ** t)
         bc2_sqrt = math.sqrt(1 - self.b2 ** t)
+        step_size = self.lr * (bc2_sqrt if self.keras else 1.0) / (1 - self.b1 ** t)
         for k, g in grads.items():
             self.m[k].lerp_(g, 1 - self.b1)
             self.v[k].mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            denom = (self.v[k].sqrt() / bc2_sqrt).add_(self.eps)
-            scale = (active * -step_size).view(-1, *([1] * (g.ndim - 1)))
+            denom = (self.v[k].sqrt() if self.keras else self.v[k].sqrt() / bc2_sqrt).add_(self.eps)
+            scale = self.layout.per_model(active * -step_size, g)
             params[k].add_(scale * self.m[k] / denom)
 
     def keep(self, keep: torch.Tensor) -> None:
-        self.m = {k: v[keep] for k, v in self.m.items()}
-        self.v = {k: v[keep] for k, v in self.v.items()}
+        self.m = {k: self.layout.take(v, keep) for k, v in self.m.items()}
+        self.v = {k: self.layout.take(v, keep) for k, v in self.v.items()}
 
 
-def _optimizer(config: TrainConfig, params: Params):
+def _optimizer(config: TrainConfig, params: Params, layout):
     if config.optimizer == "gd":
-        return _NormalizedGD(config, params)
+        return _NormalizedGD(config, params, layout)
     if config.optimizer == "adam":
-        return _Adam(config, params)
+        return _Adam(config, params, layout)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
@@ -317,7 +424,8 @@ def train_one(spec: SSMSpec, x, y, mask, seed: int, config: TrainConfig, *,
         return ((y_hat - y_t) ** 2).mean()
 
     adam = (torch.optim.Adam(params.values(), lr=config.lr, betas=config.betas, eps=config.adam_eps)
-            if config.optimizer == "adam" else None)
+            if config.optimizer == "adam" and config.adam_eps_style == "torch" else None)
+    moments = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in params.items()}
     ema, reached, remaining, steps = 0.0, False, config.extra_steps, 0
     for t in range(1, config.max_steps + 1):
         loss = loss_fn()
@@ -330,6 +438,13 @@ def train_one(spec: SSMSpec, x, y, mask, seed: int, config: TrainConfig, *,
                 for p, g in zip(params.values(), grads):
                     p.grad = g
                 adam.step()
+            elif config.optimizer == "adam":                 # Keras: eps on the raw sqrt(v)
+                b1, b2 = config.betas
+                lr_t = config.lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                for (p, g), (m, v) in zip(zip(params.values(), grads), moments.values()):
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).add_(g * g, alpha=1 - b2)
+                    p.sub_(lr_t * m / (v.sqrt() + config.adam_eps))
             else:
                 ema = config.beta * ema + (1 - config.beta) * sum(g.norm() for g in grads)
                 lr = config.lr / (torch.sqrt(ema / (1 - config.beta ** t)) + 1e-6)

@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 SCIENCE = ["auditor.data", "auditor.config", "auditor.ssm", "auditor.train", "auditor.metrics",
-           "auditor.paper", "auditor.bench"]
+           "auditor.paper", "auditor.bench", "auditor.benchmarks", "auditor.screens", "auditor.trials",
+           "auditor.strategies", "auditor.executors", "auditor.audit"]
 FORBIDDEN = ["ray", "sqlalchemy", "fastapi", "starlette", "alembic", "uvicorn"]
 
 

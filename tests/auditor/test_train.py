@@ -56,13 +56,15 @@ def test_train_many_equals_train_one_normalized_gd():
         assert abs(one.loss.item() - many.loss[m].item()) <= 1e-8 * max(one.loss.item(), 1e-12) + 1e-15
 
 
-def test_train_many_equals_train_one_adam_network():
+@pytest.mark.parametrize("style", ["torch", "keras"])
+def test_train_many_equals_train_one_adam_network(style):
     spec = SSMSpec(state_dim=4, sigma_a=0.05, sigma_b=0.05, sigma_c=0.05, offset=0.0, width=6, sigma_mlp=0.3)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((12, 5))
     y = np.maximum(x.sum(1), 0)
     masks, seeds = _masks(12, 3, seed=1), [5, 6, 7]
-    config = TrainConfig(optimizer="adam", lr=0.01, eps=0.02, extra_steps=50, max_steps=3000)
+    config = TrainConfig(optimizer="adam", lr=0.01, eps=0.02, extra_steps=50, max_steps=3000,
+                         adam_eps=1e-7, adam_eps_style=style)
     many = train_many(spec, x, y, masks, seeds, config)
     for m in range(3):
         one = train_one(spec, x, y, masks[m], seeds[m], config)

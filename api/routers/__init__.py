@@ -1,0 +1,3 @@
+"""One router per resource, mounted under :data:`PREFIX`."""
+
+PREFIX = "/api/v1"

@@ -1,0 +1,125 @@
+"""Submit audits (idempotently), follow their status, fetch reports, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep
+from api.errors import responses
+from api.routers import PREFIX
+from api.schemas import AuditCreate, AuditOut, AuditPage, AuditStatus
+from store import repository
+from store.models import CANCELED, FAILED, SUCCEEDED, Audit, is_id
+
+router = APIRouter(prefix=f"{PREFIX}/audits", tags=["audits"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                              description="repeat a submission safely: the same key returns "
+                                                          "the same audit")]
+FilterId = Annotated[str | None, Query(max_length=64)]
+
+
+def audit_or_404(session, tenant_id: str, audit_id: str) -> Audit:
+    """The tenant's audit; 404 for unknown ids and for other tenants' audits alike."""
+    audit = repository.get_audit(session, tenant_id, audit_id) if is_id(audit_id) else None
+    if audit is None:
+        raise HTTPException(404, f"audit {audit_id!r} not found")
+    return audit
+
+
+@router.post("", status_code=202, operation_id="create_audit", response_model=AuditOut,
+             responses=responses(400, 401, 404, 409, 413, 422))
+def create_audit(body: AuditCreate, principal: CurrentPrincipal, session: SessionDep, response: Response,
+                 idempotency_key: IdempotencyKey = None) -> AuditOut:
+    """Queue an audit of a dataset.
+
+    With an ``Idempotency-Key``, repeating the request returns the first audit (header
+    ``Idempotent-Replayed: true``); the same key with a different body is a 409.
+    """
+    if not is_id(body.dataset_id):
+        raise HTTPException(404, f"dataset {body.dataset_id!r} not found")
+    audit, created = repository.create_audit(session, tenant_id=principal.tenant_id, dataset_id=body.dataset_id,
+                                             config=body.config.model_dump(mode="json"),
+                                             idempotency_key=idempotency_key)
+    response.headers["Location"] = f"{router.prefix}/{audit.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return AuditOut.model_validate(audit)
+
+
+@router.get("", operation_id="list_audits", response_model=AuditPage, responses=responses(400, 401, 422))
+def list_audits(principal: CurrentPrincipal, session: SessionDep, status: AuditStatus | None = None,
+                dataset_id: FilterId = None, scan_id: FilterId = None, limit: LimitQuery = 50,
+                cursor: CursorQuery = None) -> AuditPage:
+    """The tenant's audits, newest first, filtered by status, dataset or scan."""
+    if (dataset_id is not None and not is_id(dataset_id)) or (scan_id is not None and not is_id(scan_id)):
+        return AuditPage(items=[], next_cursor=None)
+    page = repository.list_audits(session, principal.tenant_id, status=status, dataset_id=dataset_id,
+                                  scan_id=scan_id, limit=limit, cursor=cursor)
+    return AuditPage(items=[AuditOut.model_validate(a) for a in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{audit_id}", operation_id="get_audit", response_model=AuditOut, responses=responses(401, 404, 422))
+def get_audit(audit_id: IdPath, principal: CurrentPrincipal, session: SessionDep) -> AuditOut:
+    """An audit's status and progress."""
+    return AuditOut.model_validate(audit_or_404(session, principal.tenant_id, audit_id))
+
+
+@router.get("/{audit_id}/report", operation_id="get_audit_report",
+            responses={200: {"description": "The report, as JSON (default) or HTML",
+                             "content": {"application/json": {"schema": {"type": "object"}},
+                                         "text/html": {"schema": {"type": "string"}}}},
+                       **responses(401, 404, 409, 422)})
+def get_audit_report(audit_id: IdPath, principal: CurrentPrincipal, session: SessionDep, request: Request,
+                     format: Annotated[Literal["json", "html"] | None,
+                                       Query(description="overrides the Accept header")] = None) -> Response:
+    """The report of a succeeded audit: JSON, or HTML with ``?format=html`` or ``Accept: text/html``.
+
+    409 while the audit is queued or running, and for failed or canceled audits.
+    """
+    audit = audit_or_404(session, principal.tenant_id, audit_id)
+    if audit.status != SUCCEEDED:
+        reason = {FAILED: f"audit failed: {audit.error}", CANCELED: "audit was canceled; it has no report"}
+        raise HTTPException(409, reason.get(audit.status, f"audit is {audit.status}; the report is ready once it "
+                                                          "has succeeded"))
+    report = repository.get_report(session, audit.id)
+    if report is None:
+        raise HTTPException(409, "audit succeeded but its report is not stored yet")
+    if wants_html(format, request.headers.get("accept", "")):
+        return HTMLResponse(report.html)
+    return JSONResponse(report.body)
+
+
+def wants_html(format: str | None, accept: str) -> bool:
+    """Whether to answer HTML: ``format`` wins, else the Accept header's preference."""
+    if format is not None:
+        return format == "html"
+    quality = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[media.lower()] = max(q, quality.get(media.lower(), 0.0))
+    html = quality.get("text/html", 0.0)
+    return html > 0 and html > max(quality.get("application/json", 0.0), quality.get("application/*", 0.0))
+
+
+@router.post("/{audit_id}/cancel", operation_id="cancel_audit", response_model=AuditOut,
+             responses=responses(401, 404, 409, 422))
+def cancel_audit(audit_id: IdPath, principal: CurrentPrincipal, session: SessionDep) -> AuditOut:
+    """Cancel an audit: a queued one at once, a running one when its worker next checks in.
+
+    Canceling a canceled audit changes nothing; a succeeded or failed one is a 409.
+    """
+    if not is_id(audit_id):
+        raise HTTPException(404, f"audit {audit_id!r} not found")
+    return AuditOut.model_validate(repository.request_cancel(session, principal.tenant_id, audit_id))

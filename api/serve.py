@@ -1,0 +1,35 @@
+"""What ``auditor serve`` and ``auditor keys create`` do, behind the command line."""
+
+from __future__ import annotations
+
+from api.settings import Settings
+from store.migrate import upgrade
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with the non-None ``overrides`` (command-line flags) on top."""
+    return Settings(**{name: value for name, value in overrides.items() if value is not None})
+
+
+def serve(settings: Settings, *, host: str, port: int, access_log: bool = True) -> None:
+    """Create or upgrade the schema, then run the API until interrupted."""
+    import uvicorn
+
+    from api.main import create_app
+
+    upgrade(settings.database_url)
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")
+
+
+def issue_key(settings: Settings, tenant: str) -> str:
+    """Create an API key for ``tenant`` (and the tenant if new), after upgrading the schema."""
+    from api.auth import create_key
+    from store.engine import make_engine, make_sessionmaker
+
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return create_key(session, tenant)
+    finally:
+        engine.dispose()

@@ -1,0 +1,111 @@
+"""Poisoned data sets with ground truth, built like the paper's settings B and C.
+
+Clean sequences carry N(0, 1) energy on their first positions and are labelled by the
+teacher; poisons are also labelled by the teacher (clean labels) but carry their energy
+(N(0, 1) values of magnitude at least 0.5) late in the sequence, where it drives all entries of A up together (the gamma0 term of the
+paper's dynamics). Every data set ships a trusted reference set of sequences longer than
+the training ones, so that a model's error there measures extrapolation.
+
+Kinds
+-----
+``standalone``  teacher A = B = C = 1 (y = sum_t x_t); the student is a standalone SSM.
+``network``     teacher SSM -> ReLU MLP (y = 7.5 relu(sum_t x_t)); the student has the MLP.
+``decoys``      ``standalone`` plus harmless outliers: clean sequences at 4-8x the usual
+                magnitude, which do not hurt generalization.
+``clean``       ``standalone`` without poisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from auditor.ssm import forward, reverse_time, teacher_params
+
+KINDS = ("standalone", "network", "decoys", "clean")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """How to build one benchmark data set.
+
+    Attributes
+    ----------
+    kind : one of :data:`KINDS`
+    n : int, training examples (poisons and decoys included)
+    poison_fraction : float, share of poisons (ignored by ``clean``)
+    length : int, training sequence length k
+    clean_support : int, leading positions that carry a clean sequence's energy
+    poison_positions : tuple of int, positions (1-indexed from the end: 2 means k-1) that
+        carry a poison's energy
+    decoy_fraction : float, share of decoys (``decoys`` only)
+    n_val : int, reference sequences; val_length : their length
+    seed : int
+    """
+
+    kind: str = "standalone"
+    n: int = 100
+    poison_fraction: float = 0.05
+    length: int = 6
+    clean_support: int = 2
+    poison_positions: tuple[int, ...] = (2,)
+    decoy_fraction: float = 0.05
+    n_val: int = 200
+    val_length: int = 40
+    seed: int = 0
+
+
+def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
+    """Arrays of a benchmark data set: ``x, y, x_val, y_val, is_poison`` (DESIGN.md format).
+
+    The rows are shuffled, so a poison's index says nothing about it.
+    """
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown benchmark kind {spec.kind!r}; known: {', '.join(KINDS)}")
+    if not 1 <= spec.clean_support < spec.length:
+        raise ValueError(f"clean_support must be in [1, {spec.length - 1}]")
+    if any(not 1 <= p <= spec.length for p in spec.poison_positions):
+        raise ValueError(f"poison_positions must be in [1, {spec.length}]")
+    rng = np.random.default_rng(spec.seed)
+    k = spec.length
+    n_poison = 0 if spec.kind == "clean" else max(1, round(spec.poison_fraction * spec.n))
+    n_decoy = max(1, round(spec.decoy_fraction * spec.n)) if spec.kind == "decoys" else 0
+    n_clean = spec.n - n_poison - n_decoy
+    if n_clean < 2:
+        raise ValueError("too few clean examples: lower the poison or decoy fraction, or raise n")
+
+    clean = np.zeros((n_clean, k))
+    clean[:, :spec.clean_support] = rng.standard_normal((n_clean, spec.clean_support))
+    poison = np.zeros((n_poison, k))
+    for p in spec.poison_positions:
+        poison[:, k - p] = _effective(rng, n_poison)
+    decoy = np.zeros((n_decoy, k))
+    decoy[:, :spec.clean_support] = (rng.standard_normal((n_decoy, spec.clean_support))
+                                     * rng.uniform(4, 8, (n_decoy, 1)))
+    x = np.vstack([clean, poison, decoy])
+    is_poison = np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool), np.zeros(n_decoy, bool)]
+    order = rng.permutation(len(x))
+    x, is_poison = x[order], is_poison[order]
+    x_val = rng.standard_normal((spec.n_val, spec.val_length))
+    teacher = teacher_params(width=15 if spec.kind == "network" else 0)
+    return {"x": x, "y": _label(teacher, x), "x_val": x_val, "y_val": _label(teacher, x_val),
+            "is_poison": is_poison}
+
+
+def _effective(rng: np.random.Generator, size: int) -> np.ndarray:
+    """N(0, 1) values redrawn until their magnitude is at least 0.5.
+
+    A poison's push on the dynamics grows with its energy; an attacker spends no budget on
+    near-zero poisons, which measurably do nothing (and which no detector could tell from
+    clean data by their effect).
+    """
+    v = rng.standard_normal(size)
+    while (small := np.abs(v) < 0.5).any():
+        v[small] = rng.standard_normal(int(small.sum()))
+    return v
+
+
+def _label(teacher, x: np.ndarray) -> np.ndarray:
+    return forward(teacher, reverse_time(torch.as_tensor(x)))[0].numpy()

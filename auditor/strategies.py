@@ -1,0 +1,387 @@
+"""Which subsets to retrain next, and the verdict: pure functions of the outcomes so far.
+
+A strategy is written as plain sequential code that asks an oracle for the outcomes of
+batches of trials. The oracle answers from the outcomes stored so far and, at the first
+batch it cannot answer, stops the strategy by raising :class:`NeedTrials`. :func:`plan`
+turns that into the pure function the audit loop calls:
+
+    plan(strategy, context, outcomes) -> list[Trial] (run these next) | Verdict
+
+Replaying from the start on every call is cheap (no training happens inside), makes every
+strategy resumable from stored outcomes for free, and keeps strategies free of state.
+
+Harm is measured, not guessed: a strategy sees only the generalization error of models
+trained on subsets. A screen (per-example scores from one training run) may *order* the
+search; it never decides a verdict.
+
+Strategies
+----------
+``group``   adaptive group testing (the default): find a clean base by removing the most
+            suspicious examples in growing prefixes, measure what each removed example
+            does when added back, then add back the harmless ones jointly.
+``loo``     leave-one-out: the effect of removing each example alone.
+``banzhaf`` random half-subsets and each example's Banzhaf value (Wang & Jia, 2023).
+Every strategy ends with the confirmation round of :func:`confirm`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+from auditor.trials import Outcome, Trial
+
+Ask = Callable[[list[Trial]], list[Outcome]]
+
+
+class NeedTrials(Exception):
+    """Raised by the oracle: these trials must run before the strategy can go on."""
+
+    def __init__(self, trials: list[Trial]):
+        super().__init__(f"{len(trials)} trials needed")
+        self.trials = trials
+
+
+class BudgetExhausted(Exception):
+    """The search budget does not cover the next batch."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a strategy knows besides outcomes: sizes, seeds, budget and the screen.
+
+    Attributes
+    ----------
+    n : int, training examples
+    seed : int, the search seed (all search trials share it: common random numbers)
+    budget : int, most search trials (the confirmation round is not counted)
+    confirm_seeds : int, seeds of the confirmation round
+    search_seeds : int, seeds every search decision is checked under
+    screen : ndarray (n,) or None, suspicion scores that order the search
+    alpha : float, significance level of the confirmation
+    """
+
+    n: int
+    seed: int = 0
+    budget: int = 10_000
+    confirm_seeds: int = 4
+    search_seeds: int = 2
+    screen: np.ndarray | None = None
+    alpha: float = 0.05
+
+
+@dataclass
+class Verdict:
+    """The strategy's answer.
+
+    Attributes
+    ----------
+    flagged : sorted list of example indices judged harmful (empty if not confirmed)
+    scores : ndarray (n,), higher = more harmful
+    confirmation : dict, the statistics of :func:`confirm`
+    details : dict, strategy-specific facts for the report
+    """
+
+    flagged: list[int]
+    scores: np.ndarray
+    confirmation: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+class Oracle:
+    """Answers batches from stored outcomes; raises :class:`NeedTrials` for missing ones."""
+
+    def __init__(self, outcomes: dict[str, Outcome], *, budget: int):
+        self.outcomes = outcomes
+        self.budget = budget
+        self.search_keys: set[str] = set()
+
+    def ask(self, trials: list[Trial], *, search: bool = True) -> list[Outcome]:
+        if search:
+            new = {t.key for t in trials} - self.search_keys
+            if len(self.search_keys) + len(new) > self.budget:
+                raise BudgetExhausted
+            self.search_keys |= new
+        missing = list({t.key: t for t in trials if t.key not in self.outcomes}.values())
+        if missing:
+            raise NeedTrials(missing)
+        return [self.outcomes[t.key] for t in trials]
+
+
+def plan(strategy: str, context: Context, outcomes: dict[str, Outcome]) -> list[Trial] | Verdict:
+    """The next trials to run, or the verdict once the stored outcomes suffice."""
+    oracle = Oracle(outcomes, budget=context.budget)
+    try:
+        return STRATEGIES[strategy](context, oracle)
+    except NeedTrials as need:
+        return need.trials
+    except BudgetExhausted:
+        raise ValueError(f"a search budget of {context.budget} trials is too small for the {strategy!r} "
+                         f"strategy on {context.n} examples") from None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _log_error(outcome: Outcome) -> float:
+    return math.log(max(outcome.error, 1e-12)) if math.isfinite(outcome.error) else math.log(1e12)
+
+
+def _order(context: Context) -> np.ndarray:
+    """Examples from most to least suspicious (a seeded shuffle without a screen)."""
+    if context.screen is None:
+        return np.random.default_rng(context.seed).permutation(context.n)
+    return np.argsort(-np.asarray(context.screen), kind="stable")
+
+
+def _threshold(low: float, high: float) -> float:
+    """The log-scale midpoint between a clean and a harmed error level."""
+    return math.sqrt(max(low, 1e-12) * max(high, 1e-12))
+
+
+# --------------------------------------------------------------------------- group testing
+
+
+MIN_HARM_RATIO = 3.0     # error(all) / error(best clean base) below which there is nothing to search for
+CLEAN_SLACK = 1.5        # a set counts as clean while its error is within this factor of the clean base's
+
+
+def group_testing(context: Context, oracle: Oracle) -> Verdict:
+    """Find the smallest set whose removal restores generalization, by group tests.
+
+    Measured facts behind it: harm grows with the poisons' total energy, not their count;
+    removing some of the poisons helps little, one strong poison alone can ruin
+    generalization, and a weak one only hurts together with others. So:
+
+    1. *Clean base.* Remove growing prefixes of the screen order (most suspicious first)
+       until the error drops to within ``CLEAN_SLACK`` of the best level seen: base B =
+       everything else, R = the removed.
+    2. *Individual harm.* Add each example of R (or small groups of them, when the budget
+       is short) back to B alone: h = log error(B + group) - log error(B).
+    3. *Joint harm.* Add back the least harmful examples of R in growing amounts; the
+       largest part that keeps the error within ``CLEAN_SLACK`` of the base's goes back.
+       The rest is flagged: the examples whose joint presence does the harm.
+    4. Confirm over fresh seeds (:func:`confirm`).
+
+    Every decision is a measured error of retrained models, and a set counts as clean only
+    if it is clean under each of the ``search_seeds`` seeds (the training dynamics are
+    sensitive to the start). The screen only orders step 1.
+    """
+    n = context.n
+    order = _order(context)
+    full = _errors(oracle, [np.ones(n, bool)], context)[0]
+
+    # (1) prefix search: doubling sizes, then a finer pass below the first clean size
+    sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
+    errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
+    best = min(e.max() for e in errors.values())
+    details = {"full_error": float(full.max()),
+               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
+    if not full.min() > MIN_HARM_RATIO * best:
+        details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
+        return _finish([], _screen_scores(context), context, oracle, details)
+    clean_level = CLEAN_SLACK * best
+    s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
+    lo = s_clean // 2
+    fine = _between(lo, s_clean, 7)
+    errors.update(zip(fine, _errors(oracle, [_without(n, order[:s]) for s in fine], context)))
+    s_clean = min(s for s, e in errors.items() if e.max() <= clean_level and s >= lo)
+    removed = order[:s_clean]
+    base_mask = _without(n, removed)
+    base = errors[s_clean]                                                      # (seeds,)
+    details.update(clean_base_size=int(base_mask.sum()), removed=int(s_clean), base_error=float(base.max()))
+
+    # (2) individual harm of the removed examples, in groups small enough for the budget
+    # (one seed: these numbers only order step 3, which decides under every search seed)
+    room = max(context.budget - len(oracle.search_keys) - 20 * context.search_seeds, 1)
+    size = max(1, math.ceil(len(removed) / room))
+    groups = [removed[i:i + size] for i in range(0, len(removed), size)]
+    harm = np.zeros(n)
+    added = _errors(oracle, [_with(base_mask, g) for g in groups], context, seeds=1)
+    for g, e in zip(groups, added):
+        harm[g] = float(np.log(e[0] / base[0]))
+    details["group_size"] = size
+
+    # (3) add back the least harmful in growing amounts while the joint error stays clean
+    back_order = removed[np.lexsort((_screen_scores(context)[removed], harm[removed]))]
+    amounts = _between(0, len(removed), 12)
+    joint = dict(zip(amounts, _errors(oracle, [_with(base_mask, back_order[:a]) for a in amounts], context)))
+
+    def clean(a: int) -> bool:
+        return bool((joint[a] <= CLEAN_SLACK * base).all())
+
+    keep = max((a for a in amounts if clean(a)), default=0)
+    nxt = min((a for a in amounts if a > keep), default=keep)
+    fine = _between(keep, nxt, 7)
+    joint.update(zip(fine, _errors(oracle, [_with(base_mask, back_order[:a]) for a in fine], context)))
+    keep = max((a for a in joint if clean(a) and a <= nxt), default=0)
+    flagged = sorted(int(i) for i in back_order[keep:])
+    details.update(put_back=int(keep), joint_errors={int(a): float(e.max()) for a, e in sorted(joint.items())})
+    scores = harm + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
+    scores[flagged] += 1.0 + max(harm.max(), 0.0)                            # flagged rank first
+    return _finish(flagged, scores, context, oracle, details)
+
+
+def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context, *, seeds: int | None = None) -> list[np.ndarray]:
+    """Errors of models trained on each mask, one per search seed: list of (seeds,)."""
+    seeds = [context.seed + j for j in range(seeds or context.search_seeds)]
+    outs = oracle.ask([Trial(m, s) for m in masks for s in seeds])
+    k = len(seeds)
+    return [np.array([max(o.error, 1e-12) for o in outs[i * k:(i + 1) * k]]) for i in range(len(masks))]
+
+
+def _without(n: int, removed) -> np.ndarray:
+    mask = np.ones(n, bool)
+    mask[np.asarray(removed, dtype=int)] = False
+    return mask
+
+
+def _with(base_mask: np.ndarray, added) -> np.ndarray:
+    mask = base_mask.copy()
+    mask[np.asarray(added, dtype=int)] = True
+    return mask
+
+
+def _between(lo: int, hi: int, count: int) -> list[int]:
+    """Up to ``count`` distinct integers spread over [lo, hi], both ends included."""
+    return sorted({lo + round((hi - lo) * i / max(count - 1, 1)) for i in range(count)})
+
+
+# --------------------------------------------------------------------------- leave-one-out, Banzhaf
+
+
+def leave_one_out(context: Context, oracle: Oracle) -> Verdict:
+    """Remove each example alone; score = log error(all) - log error(all but i)."""
+    n, seed = context.n, context.seed
+    full = oracle.ask([Trial(np.ones(n, bool), seed)])[0]
+    outs = oracle.ask([Trial.keep_all_but(n, [i], seed) for i in range(n)])
+    scores = np.array([_log_error(full) - _log_error(o) for o in outs])
+    return _finish(_outliers(scores), scores, context, oracle, {"full_error": full.error})
+
+
+def banzhaf(context: Context, oracle: Oracle) -> Verdict:
+    """Maximum-sample-reuse Banzhaf values over random half-subsets (Wang & Jia, 2023).
+
+    Value of a subset = -log error; an example's Banzhaf value is the mean value of subsets
+    with it minus the mean value of subsets without it; score = minus that value.
+    """
+    n, seed = context.n, context.seed
+    m = max(8, min(context.budget, 2000))
+    rng = np.random.default_rng(seed)
+    masks = rng.random((m, n)) < 0.5
+    masks[~masks.any(1), 0] = True
+    outs = oracle.ask([Trial(mask, seed) for mask in masks])
+    value = -np.array([_log_error(o) for o in outs])                           # (m,)
+    with_i = (masks * value[:, None]).sum(0) / np.maximum(masks.sum(0), 1)
+    without_i = ((~masks) * value[:, None]).sum(0) / np.maximum((~masks).sum(0), 1)
+    scores = without_i - with_i
+    return _finish(_outliers(scores), scores, context, oracle, {"subsets": m})
+
+
+def _outliers(scores: np.ndarray, *, z: float = 4.0) -> list[int]:
+    """Examples whose score is a robust outlier above the rest (median + z * 1.4826 MAD)."""
+    med = np.median(scores)
+    mad = 1.4826 * np.median(np.abs(scores - med)) + 1e-12
+    return sorted(int(i) for i in np.flatnonzero((scores - med) / mad > z))
+
+
+# --------------------------------------------------------------------------- confirmation
+
+
+def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
+    """Retrain with all data, without the flagged set, and without a random set of the same
+    size, over ``confirm_seeds`` fresh seeds.
+
+    The effect is the paired difference of log errors (all minus without flagged): its
+    mean, a 95% t-interval, and the one-sided paired t-test p-value that removing the
+    flagged set does not help. Errors are summarized by their geometric mean and interval.
+    """
+    n = context.n
+    seeds = [context.seed + 1000 + j for j in range(context.confirm_seeds)]
+    rng = np.random.default_rng(context.seed + 1)
+    others = np.setdiff1d(np.arange(n), flagged)
+    control = rng.choice(others, size=min(len(flagged), len(others)), replace=False) if flagged else []
+    trials = [Trial(np.ones(n, bool), s) for s in seeds]
+    if flagged:
+        trials += [Trial.keep_all_but(n, flagged, s) for s in seeds]
+        trials += [Trial.keep_all_but(n, control, s) for s in seeds]
+    outs = oracle.ask(trials, search=False)
+    k = len(seeds)
+    groups = {"with_all": outs[:k]}
+    if flagged:
+        groups["without_flagged"] = outs[k:2 * k]
+        groups["without_random"] = outs[2 * k:]
+    result = {"seeds": seeds, "generalization": {name: _summary(o) for name, o in groups.items()}}
+    if flagged:
+        diff = np.array([_log_error(a) - _log_error(b) for a, b in zip(groups["with_all"], groups["without_flagged"])])
+        result.update(_paired_effect(diff))
+    return result
+
+
+def _summary(outs: list[Outcome]) -> dict:
+    logs = np.array([_log_error(o) for o in outs])
+    lo, hi = _t_interval(logs)
+    return {"errors": [o.error for o in outs], "geomean": float(np.exp(logs.mean())),
+            "ci95": [float(np.exp(lo)), float(np.exp(hi))],
+            "effective_rank": float(np.mean([o.effective_rank for o in outs]))}
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
+    if len(values) < 2 or np.std(values) == 0:
+        return float(values.mean()), float(values.mean())
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _paired_effect(diff: np.ndarray) -> dict:
+    lo, hi = _t_interval(diff)
+    if len(diff) > 1 and diff.std(ddof=1) > 0:
+        p = float(stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue)
+    else:
+        p = 0.0 if diff.mean() > 0 else 1.0
+    return {"effect_log_ratio": float(diff.mean()), "effect_ci95": [lo, hi],
+            "error_ratio": float(math.exp(diff.mean())), "p_value": p}
+
+
+def _finish(flagged: list[int], scores: np.ndarray, context: Context, oracle: Oracle, details: dict) -> Verdict:
+    confirmation = confirm(flagged, context, oracle)
+    confirmed = bool(flagged) and confirmation["p_value"] < context.alpha and confirmation["effect_log_ratio"] > 0
+    confirmation["confirmed"] = confirmed
+    if flagged and not confirmed:
+        details["unconfirmed"] = flagged
+        flagged = []
+    return Verdict(flagged=flagged, scores=np.asarray(scores, float), confirmation=confirmation, details=details)
+
+
+def _screen_scores(context: Context) -> np.ndarray:
+    return np.zeros(context.n) if context.screen is None else np.asarray(context.screen, float)
+
+
+def _rank01(values: np.ndarray) -> np.ndarray:
+    return stats.rankdata(values) / max(len(values), 1)
+
+
+STRATEGIES: dict[str, Callable[[Context, Oracle], Verdict]] = {
+    "group": group_testing,
+    "loo": leave_one_out,
+    "banzhaf": banzhaf,
+}
+
+
+def resolve(strategy: str, *, n: int, budget: int | None) -> tuple[str, int]:
+    """The concrete strategy and search budget for ``strategy`` (``auto`` picks).
+
+    ``auto`` is group testing at every size: leave-one-out and Banzhaf values cannot see
+    a harm that one remaining poison already causes (see :func:`group_testing`). Default
+    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(96, n // 5 + 20) for group
+    testing (at n = 1000, with the confirmation round, under a quarter of leave-one-out).
+    """
+    name = "group" if strategy == "auto" else strategy
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
+    default = {"loo": n + 1, "banzhaf": 2000, "group": max(96, n // 5 + 20)}[name]
+    return name, budget or default

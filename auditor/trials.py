@@ -1,0 +1,128 @@
+"""Trials and their outcomes: the unit of work of an audit.
+
+A *trial* is (mask over the n training examples, seed): train one student on the masked
+set from that seed. Its *outcome* is what the trained model shows: the error on the trusted
+reference set (or, without one, a label-free implicit-bias diagnostic), the train loss and
+the effective rank of A. Trials are deterministic given their mask and seed, so their key
+identifies the result: a retried or duplicated trial is harmless and stored outcomes are
+never recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from auditor.metrics import effective_rank, reference_relative_error
+from auditor.ssm import SSMSpec
+from auditor.train import TrainConfig, train_many
+
+
+@dataclass(frozen=True, eq=False)
+class Trial:
+    """Train on ``mask`` (bool (n,)) from ``seed``."""
+
+    mask: np.ndarray
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Stable identity: sha256 of the packed mask, its length and the seed (24 hex digits)."""
+        packed = np.packbits(np.asarray(self.mask, bool)).tobytes()
+        digest = hashlib.sha256(packed + len(self.mask).to_bytes(8, "little") + self.seed.to_bytes(8, "little"))
+        return digest.hexdigest()[:24]
+
+    @property
+    def size(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    @classmethod
+    def keep_all_but(cls, n: int, removed, seed: int) -> "Trial":
+        mask = np.ones(n, bool)
+        mask[np.asarray(list(removed), dtype=int)] = False
+        return cls(mask, seed)
+
+    @classmethod
+    def keep_only(cls, n: int, kept, seed: int) -> "Trial":
+        mask = np.zeros(n, bool)
+        mask[np.asarray(list(kept), dtype=int)] = True
+        return cls(mask, seed)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the model of one trial shows.
+
+    Attributes
+    ----------
+    key : the trial's key
+    error : float
+        The audit's generalization measure (lower is better): relative error on the trusted
+        reference set, or the effective rank of A when there is no reference set.
+    train_loss : float
+    converged : bool
+    steps : int
+    effective_rank : float
+    """
+
+    key: str
+    error: float
+    train_loss: float
+    converged: bool
+    steps: int
+    effective_rank: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Outcome":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    """Everything a worker needs to run trials: data, student, optimizer, device.
+
+    ``x_val``/``y_val`` may be None: the outcome's error is then the effective rank of A,
+    the label-free signature of the poisoned implicit bias (high rank does not extrapolate).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    spec: SSMSpec
+    train: TrainConfig
+    device: str = "cpu"
+    dtype: str = "float64"
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def metric(self) -> str:
+        return "trusted-set relative error" if self.x_val is not None else "effective rank of A (no reference set)"
+
+
+def run_trials(problem: AuditProblem, trials: list[Trial]) -> list[Outcome]:
+    """Train every trial's model in one batched :func:`train_many` call; outcomes in order."""
+    if not trials:
+        return []
+    masks = np.stack([np.asarray(t.mask, bool) for t in trials]).astype(np.float64)
+    result = train_many(problem.spec, problem.x, problem.y, masks, [t.seed for t in trials],
+                        problem.train, dtype=getattr(torch, problem.dtype), device=problem.device)
+    rank = effective_rank(result.params["a"])
+    if problem.x_val is not None:
+        error = reference_relative_error(result.params, problem.x_val, problem.y_val)
+    else:
+        error = rank
+    error = torch.nan_to_num(error, nan=float("inf"))
+    return [Outcome(key=t.key, error=float(error[m]), train_loss=float(result.loss[m]),
+                    converged=bool(result.converged[m]), steps=int(result.steps[m]),
+                    effective_rank=float(rank[m]))
+            for m, t in enumerate(trials)]

@@ -1,0 +1,180 @@
+"""Audits: submission, idempotency, status, reports, cancel, listing."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from apitools import submit, upload, valid_npz
+from auditor.config import AuditConfig
+from store import repository
+
+REPORT = {"flagged": [3, 7], "scores": [0.0] * 12, "trials": 40, "generalization": {"with_all": 0.4}}
+HTML = "<!doctype html><title>report</title><p>2 flagged</p>"
+
+
+def _finish(backend, audit_id: str, *, report=REPORT) -> None:
+    with backend.sessions() as session:
+        assert repository.claim_audit(session, audit_id, "test-worker") is not None
+        assert repository.finish_audit(session, audit_id, report=report, html=HTML, worker_id="test-worker")
+
+
+def test_submit_queues_with_the_default_config(api, dataset_id):
+    response = submit(api, dataset_id)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "queued" and body["progress"] == 0 and body["dataset_id"] == dataset_id
+    assert body["config"] == AuditConfig().model_dump(mode="json")
+    assert response.headers["location"] == f"/api/v1/audits/{body['id']}"
+    assert "idempotent-replayed" not in response.headers
+    assert api.get(f"/audits/{body['id']}").json() == body
+
+
+@pytest.mark.parametrize("config,field", [({"strategy": "magic"}, "strategy"), ({"budget": 0}, "budget"),
+                                          ({"typo": 1}, "typo"), ({"device": "tpu"}, "device"),
+                                          ("fast", "config"), ({"confirm_seeds": 1.5}, "confirm_seeds")])
+def test_invalid_config_is_422_naming_the_field(backend, key, api, dataset_id, config, field):
+    response = submit(api, dataset_id, config)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"][:2] == ["body", "config"]
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
+
+
+def test_malformed_bodies_are_422(api, dataset_id):
+    assert api.post("/audits", json={}).status_code == 422
+    assert api.post("/audits", json={"dataset_id": dataset_id, "extra": 1}).status_code == 422
+    assert api.post("/audits", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert api.post("/audits", json=[dataset_id]).status_code == 422
+    assert submit(api, dataset_id, key="k" * 256).status_code == 422
+
+
+def test_unknown_dataset_is_404_and_stores_nothing(backend, key, api):
+    for dataset in ("0" * 32, "not-an-id"):
+        response = submit(api, dataset)
+        assert response.status_code == 404
+        assert "not found" in response.json()["detail"]
+    assert backend.tenant_counts(backend.tenant_of(key)) == (0, 0)
+
+
+def test_twenty_concurrent_submissions_with_one_key_make_one_audit(backend, key, dataset_id):
+    barrier = threading.Barrier(20)
+
+    def fire(_):
+        with backend.client(key) as client:
+            barrier.wait()
+            return submit(client, dataset_id, {"budget": 64}, key="same-key")
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(fire, range(20)))
+    assert [r.status_code for r in responses] == [202] * 20, [r.text for r in responses if r.status_code != 202]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 19
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 1
+
+
+def test_idempotency_key_reuse_with_another_body_is_409(api, other_api, dataset_id):
+    first = submit(api, dataset_id, key="k1")
+    assert submit(api, dataset_id, key="k1").json()["id"] == first.json()["id"]
+    response = submit(api, dataset_id, {"budget": 5}, key="k1")
+    assert response.status_code == 409
+    assert "Idempotency-Key" in response.json()["detail"]
+    other_dataset = upload(other_api, valid_npz()).json()["id"]
+    assert submit(other_api, other_dataset, key="k1").status_code == 202  # keys are per tenant
+
+
+def test_progress_is_visible(backend, api, dataset_id):
+    audit = submit(api, dataset_id).json()["id"]
+    with backend.sessions() as session:
+        repository.claim_audit(session, audit, "w")
+        assert repository.set_progress(session, audit, 0.25, trials_done=10, stage="search", worker_id="w")
+    body = api.get(f"/audits/{audit}").json()
+    assert (body["status"], body["progress"], body["trials_done"], body["stage"]) == ("running", 0.25, 10, "search")
+    assert body["started_at"] is not None and body["finished_at"] is None
+
+
+def test_report_is_409_until_the_audit_succeeds(backend, api, dataset_id):
+    audit = submit(api, dataset_id).json()["id"]
+    response = api.get(f"/audits/{audit}/report")
+    assert response.status_code == 409
+    assert "queued" in response.json()["detail"]
+    _finish(backend, audit)
+    response = api.get(f"/audits/{audit}/report")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == REPORT
+    assert api.get(f"/audits/{audit}").json()["status"] == "succeeded"
+
+
+def test_html_report_by_accept_or_format(backend, api, dataset_id):
+    audit = submit(api, dataset_id).json()["id"]
+    _finish(backend, audit)
+    path = f"/audits/{audit}/report"
+    for kwargs in ({"headers": {"Accept": "text/html"}}, {"params": {"format": "html"}},
+                   {"headers": {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}},
+                   {"params": {"format": "html"}, "headers": {"Accept": "application/json"}}):
+        response = api.get(path, **kwargs)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html"), kwargs
+        assert response.text == HTML
+    for kwargs in ({"headers": {"Accept": "application/json, text/html;q=0.5"}}, {"headers": {"Accept": "*/*"}},
+                   {"params": {"format": "json"}, "headers": {"Accept": "text/html"}}):
+        assert api.get(path, **kwargs).json() == REPORT, kwargs
+    assert api.get(path, params={"format": "pdf"}).status_code == 422
+
+
+def test_failed_audit_report_is_409_with_the_error(backend, api, dataset_id):
+    audit = submit(api, dataset_id).json()["id"]
+    with backend.sessions() as session:
+        assert repository.fail_audit(session, audit, "dataset file is missing")
+    response = api.get(f"/audits/{audit}/report")
+    assert response.status_code == 409 and "dataset file is missing" in response.json()["detail"]
+    assert api.get(f"/audits/{audit}").json()["error"] == "dataset file is missing"
+    assert api.post(f"/audits/{audit}/cancel").status_code == 409
+
+
+def test_cancel_queued_running_and_finished(backend, api, dataset_id):
+    queued = submit(api, dataset_id).json()["id"]
+    response = api.post(f"/audits/{queued}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "canceled"
+    assert api.post(f"/audits/{queued}/cancel").json()["status"] == "canceled"
+    assert "canceled" in api.get(f"/audits/{queued}/report").json()["detail"]
+
+    running = submit(api, dataset_id, {"seed": 1}).json()["id"]
+    with backend.sessions() as session:
+        repository.claim_audit(session, running, "w")
+    body = api.post(f"/audits/{running}/cancel").json()
+    assert body["status"] == "running" and body["cancel_requested"] is True
+    with backend.sessions() as session:
+        assert repository.heartbeat(session, running, "w") == repository.HEARTBEAT_CANCEL
+        assert repository.mark_canceled(session, running, worker_id="w")
+    assert api.get(f"/audits/{running}").json()["status"] == "canceled"
+
+    done = submit(api, dataset_id, {"seed": 2}).json()["id"]
+    _finish(backend, done)
+    response = api.post(f"/audits/{done}/cancel")
+    assert response.status_code == 409 and "succeeded" in response.json()["detail"]
+    assert api.post("/audits/" + "0" * 32 + "/cancel").status_code == 404
+
+
+def test_list_filters_and_cursor_pagination(backend, api, dataset_id):
+    second = upload(api, valid_npz(seed=42)).json()["id"]
+    ids = [submit(api, d, {"seed": i}).json()["id"] for i, d in enumerate([dataset_id, second] * 3)]
+    api.post(f"/audits/{ids[0]}/cancel")
+    seen, cursor = [], None
+    while True:
+        page = api.get("/audits", params={"limit": 4} | ({"cursor": cursor} if cursor else {})).json()
+        seen += [a["id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ids[::-1]
+    by_dataset = api.get("/audits", params={"dataset_id": second}).json()["items"]
+    assert [a["id"] for a in by_dataset] == ids[1::2][::-1]
+    assert [a["id"] for a in api.get("/audits", params={"status": "canceled"}).json()["items"]] == [ids[0]]
+    assert len(api.get("/audits", params={"status": "queued", "dataset_id": dataset_id}).json()["items"]) == 2
+    assert api.get("/audits", params={"dataset_id": "junk"}).json()["items"] == []
+    assert api.get("/audits", params={"status": "done"}).status_code == 422
+    response = api.get("/audits", params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert response.status_code == 400 and "cursor" in response.json()["detail"]

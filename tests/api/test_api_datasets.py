@@ -1,0 +1,161 @@
+"""Dataset uploads: validation before storage, content addressing, limits, pagination."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from apitools import MAX_EXPANDED, MAX_UPLOAD, npz_bytes, upload, valid_arrays, valid_npz
+
+
+def _with(**changes) -> bytes:
+    arrays = valid_arrays()
+    for name, value in changes.items():
+        if value is None:
+            arrays.pop(name)
+        else:
+            arrays[name] = value
+    return npz_bytes(**arrays)
+
+
+def _zip_of(name: str, content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _nan(shape) -> np.ndarray:
+    a = np.zeros(shape)
+    a.flat[0] = np.nan
+    return a
+
+
+BAD = {
+    "not a zip": (b"hello, world", "not an .npz"),
+    "empty file": (b"", "empty"),
+    "truncated npz": (valid_npz()[:300], "not an .npz"),
+    "plain .npy": (b"\x93NUMPY\x01\x00" + b"\x00" * 64, "not an .npz"),
+    "zip of text": (_zip_of("notes.txt", b"hi"), "missing array"),
+    "pickled objects": (_with(x=np.array([{"a": 1}, None], dtype=object)), "pickled"),
+    "NaN in x": (_with(x=_nan((12, 6))), "NaN"),
+    "inf in y": (_with(y=np.full(12, np.inf)), "NaN or infinite"),
+    "NaN in x_val": (_with(x_val=_nan((4, 12))), "x_val"),
+    "missing y": (_with(y=None), "missing array(s): y"),
+    "missing x": (_with(x=None), "missing array(s): x"),
+    "mismatched rows": (_with(y=np.zeros(11)), "expected 12 rows"),
+    "x_val without y_val": (_with(y_val=None), "together"),
+    "unknown array": (_with(extra=np.zeros(3)), "unknown array"),
+    "string labels": (_with(y=np.array(["a"] * 12)), "dtype"),
+    "1-D x": (_with(x=np.zeros(12)), "2-D or 3-D"),
+    "bad is_poison": (_with(is_poison=np.zeros(5, dtype=bool)), "is_poison"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_upload_is_4xx_with_reason_and_stores_nothing(backend, key, api, case):
+    data, reason = BAD[case]
+    before = backend.files()
+    response = upload(api, data)
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"]
+    assert backend.tenant_counts(backend.tenant_of(key)) == (0, 0)
+    assert backend.files() == before
+
+
+def test_missing_file_field_is_422(api):
+    response = api.post("/datasets", files={"other": ("a.npz", valid_npz())})
+    assert response.status_code == 422
+    assert "file" in response.json()["detail"]
+    assert api.post("/datasets", data={"file": "not a file"}).status_code == 422
+    assert api.post("/datasets", json={"file": "x"}).status_code == 422
+
+
+def test_upload_stores_metadata_and_a_content_addressed_file(backend, api):
+    data = valid_npz(seed=5)
+    response = upload(api, data, filename="../../etc/train.npz")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    digest = hashlib.sha256(data).hexdigest()
+    assert response.headers["location"] == f"/api/v1/datasets/{body['id']}"
+    assert body["sha256"] == digest and body["size_bytes"] == len(data)
+    assert (body["n"], body["length"], body["channels"], body["task"]) == (12, 6, 1, "regression")
+    assert (body["n_val"], body["length_val"], body["has_ground_truth"]) == (4, 12, False)
+    assert body["filename"] == "train.npz"
+    stored = backend.data_dir / "blobs" / digest[:2] / f"{digest}.npz"
+    assert stored.read_bytes() == data
+    assert api.get(f"/datasets/{body['id']}").json() == body
+
+
+def test_same_content_twice_gives_two_datasets_and_one_file(backend, api):
+    data = valid_npz(seed=6)
+    first, second = upload(api, data).json(), upload(api, data).json()
+    assert first["id"] != second["id"] and first["sha256"] == second["sha256"]
+    assert len([p for p in backend.files() if first["sha256"] in p.name]) == 1
+
+
+def test_file_over_the_limit_is_413(backend, key, api):
+    before = backend.files()
+    response = upload(api, b"\0" * (MAX_UPLOAD + 1))
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+    response = upload(api, b"\0" * (MAX_UPLOAD * 2))  # declared Content-Length over the limit
+    assert response.status_code == 413
+    assert backend.tenant_counts(backend.tenant_of(key)) == (0, 0)
+    assert backend.files() == before
+
+
+def test_streamed_body_over_the_limit_is_413(backend, key, api):
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.npz\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+    def chunks():
+        yield head
+        for _ in range(6):
+            yield b"\0" * (MAX_UPLOAD // 4)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = api.post("/datasets", content=chunks(),
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413
+    assert backend.tenant_counts(backend.tenant_of(key)) == (0, 0)
+
+
+def test_compression_bomb_is_413(backend, api):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.zeros((1024, 1024)), y=np.zeros(1024))  # 8 MiB of zeros
+    assert len(buffer.getvalue()) < MAX_UPLOAD < MAX_EXPANDED < 8 * 1024 * 1024
+    before = backend.files()
+    response = upload(api, buffer.getvalue())
+    assert response.status_code == 413, response.text
+    assert "decompressed" in response.json()["detail"]
+    assert backend.files() == before
+
+
+def test_unknown_dataset_is_404(api):
+    for dataset in ("0" * 32, "nope", "%00"):
+        response = api.get(f"/datasets/{dataset}")
+        assert response.status_code == 404
+        assert "not found" in response.json()["detail"]
+
+
+def test_dataset_pagination(api):
+    ids = [upload(api, valid_npz(seed=s)).json()["id"] for s in range(5)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = api.get("/datasets", params=params).json()
+        assert len(page["items"]) <= 2
+        seen += [d["id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    assert api.get("/datasets", params={"cursor": "garbage"}).status_code == 400
+    assert api.get("/datasets", params={"limit": 0}).status_code == 422
+    assert api.get("/datasets", params={"limit": 201}).status_code == 422
