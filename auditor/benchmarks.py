@@ -10,8 +10,10 @@ Kinds
 -----
 ``standalone``  teacher A = B = C = 1 (y = sum_t x_t); the student is a standalone SSM.
 ``network``     teacher SSM -> ReLU MLP (y = 7.5 relu(sum_t x_t)); the student has the MLP.
-``decoys``      ``standalone`` plus harmless outliers: clean sequences at 4-8x the usual
-                magnitude, which do not hurt generalization.
+``decoys``      ``standalone`` plus harmless outliers: clean sequences at 2-3x the usual
+                magnitude. (Measured: at 4-8x such sequences do hurt generalization, about
+                4x, since they dominate the normalized step; at 2-3x the trusted-set
+                error stays within the spread over seeds of a clean model's.)
 ``clean``       ``standalone`` without poisons.
 """
 
@@ -37,7 +39,11 @@ class BenchmarkSpec:
     n : int, training examples (poisons and decoys included)
     poison_fraction : float, share of poisons (ignored by ``clean``)
     length : int, training sequence length k
-    clean_support : int, leading positions that carry a clean sequence's energy
+    clean_support : int or None, leading positions that carry a clean sequence's energy;
+        None picks max(2, length // 2 - 1). (Measured with the audit's student: with this
+        support a clean model extrapolates to length 40 (error 0.01-0.09 at lengths 6-8) and
+        5% poisons raise the error 5-50x; richer support weakens the poisons' harm, poorer
+        support stops clean models from extrapolating.)
     poison_positions : tuple of int, positions (1-indexed from the end: 2 means k-1) that
         carry a poison's energy
     decoy_fraction : float, share of decoys (``decoys`` only)
@@ -49,7 +55,7 @@ class BenchmarkSpec:
     n: int = 100
     poison_fraction: float = 0.05
     length: int = 6
-    clean_support: int = 2
+    clean_support: int | None = None
     poison_positions: tuple[int, ...] = (2,)
     decoy_fraction: float = 0.05
     n_val: int = 200
@@ -64,7 +70,8 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
     """
     if spec.kind not in KINDS:
         raise ValueError(f"unknown benchmark kind {spec.kind!r}; known: {', '.join(KINDS)}")
-    if not 1 <= spec.clean_support < spec.length:
+    support = spec.clean_support or max(2, spec.length // 2 - 1)
+    if not 1 <= support < spec.length:
         raise ValueError(f"clean_support must be in [1, {spec.length - 1}]")
     if any(not 1 <= p <= spec.length for p in spec.poison_positions):
         raise ValueError(f"poison_positions must be in [1, {spec.length}]")
@@ -77,13 +84,13 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
         raise ValueError("too few clean examples: lower the poison or decoy fraction, or raise n")
 
     clean = np.zeros((n_clean, k))
-    clean[:, :spec.clean_support] = rng.standard_normal((n_clean, spec.clean_support))
+    clean[:, :support] = rng.standard_normal((n_clean, support))
     poison = np.zeros((n_poison, k))
     for p in spec.poison_positions:
         poison[:, k - p] = _effective(rng, n_poison)
     decoy = np.zeros((n_decoy, k))
-    decoy[:, :spec.clean_support] = (rng.standard_normal((n_decoy, spec.clean_support))
-                                     * rng.uniform(4, 8, (n_decoy, 1)))
+    decoy[:, :support] = (rng.standard_normal((n_decoy, support))
+                                     * rng.uniform(2.0, 3.0, (n_decoy, 1)))
     x = np.vstack([clean, poison, decoy])
     is_poison = np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool), np.zeros(n_decoy, bool)]
     order = rng.permutation(len(x))

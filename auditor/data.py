@@ -95,7 +95,11 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None = None) -> Dataset:
+DEFAULT_MAX_ARRAY_BYTES = 1 << 30     # 1 GiB of decompressed arrays
+
+
+def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None = None,
+                 max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> Dataset:
     """Read and validate a dataset from a path, raw bytes or a binary file object.
 
     Parameters
@@ -103,6 +107,9 @@ def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None
     source : path, bytes or binary file object
     max_bytes : int, optional
         Refuse inputs larger than this many bytes.
+    max_array_bytes : int
+        Refuse archives whose arrays take more than this many bytes once decompressed
+        (a small compressed file can expand enormously).
 
     Raises
     ------
@@ -120,15 +127,22 @@ def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None
         data = source.read()
     if max_bytes is not None and len(data) > max_bytes:
         raise DatasetError(f"file is {len(data)} bytes, over the limit of {max_bytes}")
-    return parse_dataset(data)
+    return parse_dataset(data, max_array_bytes=max_array_bytes)
 
 
-def parse_dataset(data: bytes) -> Dataset:
+def parse_dataset(data: bytes, *, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> Dataset:
     """Validate the bytes of a ``.npz`` file; see :func:`load_dataset`."""
     if not data:
         raise DatasetError("file is empty")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DatasetError("not an .npz archive (expected a zip of .npy arrays)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"unreadable .npz: {exc}") from None
+    if expanded > max_array_bytes:
+        raise DatasetError(f"arrays take {expanded} bytes decompressed, over the limit of {max_array_bytes}")
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -203,9 +217,12 @@ def _float_array(raw: np.ndarray, name: str, *, ndims: tuple[int, ...]) -> np.nd
     if raw.ndim not in ndims:
         want = " or ".join(f"{d}-D" for d in ndims)
         raise DatasetError(f"{name} must be {want}, got shape {raw.shape}")
+    if 0 in raw.shape[1:]:
+        raise DatasetError(f"{name} has an empty dimension (shape {raw.shape})")
     if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
         raise DatasetError(f"{name} must be numeric, got dtype {raw.dtype}")
-    out = raw.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = raw.astype(np.float64)
     if not np.isfinite(out).all():
         raise DatasetError(f"{name} contains NaN or infinite values")
     return out
@@ -214,17 +231,22 @@ def _float_array(raw: np.ndarray, name: str, *, ndims: tuple[int, ...]) -> np.nd
 def _labels(raw: np.ndarray, name: str, n: int) -> np.ndarray:
     if raw.ndim == 0 or raw.shape[0] != n:
         raise DatasetError(f"{name} has shape {raw.shape}, expected {n} rows to match its sequences")
+    if 0 in raw.shape[1:]:
+        raise DatasetError(f"{name} has an empty dimension (shape {raw.shape})")
     if np.issubdtype(raw.dtype, np.integer):
         if raw.ndim != 1:
             raise DatasetError(f"integer {name} (class labels) must be 1-D, got shape {raw.shape}")
         if (raw < 0).any():
             raise DatasetError(f"{name} has negative class labels")
+        if raw.size and int(raw.max()) > np.iinfo(np.int64).max:
+            raise DatasetError(f"{name} has class labels too large for int64")
         return raw.astype(np.int64)
     if not np.issubdtype(raw.dtype, np.floating):
         raise DatasetError(f"{name} must be float (regression) or int (classes), got dtype {raw.dtype}")
     if raw.ndim > 2:
         raise DatasetError(f"{name} must be 1-D or 2-D, got shape {raw.shape}")
-    out = raw.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = raw.astype(np.float64)
     if not np.isfinite(out).all():
         raise DatasetError(f"{name} contains NaN or infinite values")
     return out

@@ -147,7 +147,15 @@ def _threshold(low: float, high: float) -> float:
 
 
 MIN_HARM_RATIO = 3.0     # error(all) / error(best clean base) below which there is nothing to search for
-CLEAN_SLACK = 1.5        # a set counts as clean while its error is within this factor of the clean base's
+CLEAN_SHARE = 1 / 3      # a set is clean while its log error lies within this share of the way
+                         # from the clean level to the harmed one (the seed-to-seed noise of a
+                         # clean model's error is itself up to ~2x on these problems)
+BASE_SHARE = 1 / 6       # stricter for the clean base: removing too much there only costs
+                         # trials (step 3 puts the harmless back), removing too little costs recall
+
+
+def _clean_limit(clean: np.ndarray | float, harmed: float, share: float = CLEAN_SHARE) -> np.ndarray | float:
+    return clean * (harmed / clean) ** share
 
 
 def group_testing(context: Context, oracle: Oracle) -> Verdict:
@@ -158,12 +166,12 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     generalization, and a weak one only hurts together with others. So:
 
     1. *Clean base.* Remove growing prefixes of the screen order (most suspicious first)
-       until the error drops to within ``CLEAN_SLACK`` of the best level seen: base B =
+       until the error drops near the best level seen (``BASE_SHARE``): base B =
        everything else, R = the removed.
     2. *Individual harm.* Add each example of R (or small groups of them, when the budget
        is short) back to B alone: h = log error(B + group) - log error(B).
     3. *Joint harm.* Add back the least harmful examples of R in growing amounts; the
-       largest part that keeps the error within ``CLEAN_SLACK`` of the base's goes back.
+       largest part that keeps the error near the base's (``CLEAN_SHARE``) goes back.
        The rest is flagged: the examples whose joint presence does the harm.
     4. Confirm over fresh seeds (:func:`confirm`).
 
@@ -184,7 +192,7 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     if not full.min() > MIN_HARM_RATIO * best:
         details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
         return _finish([], _screen_scores(context), context, oracle, details)
-    clean_level = CLEAN_SLACK * best
+    clean_level = _clean_limit(best, float(full.min()), BASE_SHARE)
     s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
     lo = s_clean // 2
     fine = _between(lo, s_clean, 7)
@@ -195,15 +203,17 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     base = errors[s_clean]                                                      # (seeds,)
     details.update(clean_base_size=int(base_mask.sum()), removed=int(s_clean), base_error=float(base.max()))
 
-    # (2) individual harm of the removed examples, in groups small enough for the budget
-    # (one seed: these numbers only order step 3, which decides under every search seed)
-    room = max(context.budget - len(oracle.search_keys) - 20 * context.search_seeds, 1)
+    # (2) individual harm of the removed examples, in groups small enough for the budget;
+    # the worst harm over the search seeds orders step 3 (one poison that looks harmless
+    # under one seed would otherwise lead the put-back order and block it)
+    k = context.search_seeds
+    room = max((context.budget - len(oracle.search_keys)) // k - 20, 1)
     size = max(1, math.ceil(len(removed) / room))
     groups = [removed[i:i + size] for i in range(0, len(removed), size)]
     harm = np.zeros(n)
-    added = _errors(oracle, [_with(base_mask, g) for g in groups], context, seeds=1)
+    added = _errors(oracle, [_with(base_mask, g) for g in groups], context)
     for g, e in zip(groups, added):
-        harm[g] = float(np.log(e[0] / base[0]))
+        harm[g] = float(np.max(np.log(e / base)))
     details["group_size"] = size
 
     # (3) add back the least harmful in growing amounts while the joint error stays clean
@@ -211,8 +221,10 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     amounts = _between(0, len(removed), 12)
     joint = dict(zip(amounts, _errors(oracle, [_with(base_mask, back_order[:a]) for a in amounts], context)))
 
+    limit = _clean_limit(base, float(full.min()))                            # (seeds,)
+
     def clean(a: int) -> bool:
-        return bool((joint[a] <= CLEAN_SLACK * base).all())
+        return bool((joint[a] <= limit).all())
 
     keep = max((a for a in amounts if clean(a)), default=0)
     nxt = min((a for a in amounts if a > keep), default=keep)
@@ -226,9 +238,9 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     return _finish(flagged, scores, context, oracle, details)
 
 
-def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context, *, seeds: int | None = None) -> list[np.ndarray]:
+def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context) -> list[np.ndarray]:
     """Errors of models trained on each mask, one per search seed: list of (seeds,)."""
-    seeds = [context.seed + j for j in range(seeds or context.search_seeds)]
+    seeds = [context.seed + j for j in range(context.search_seeds)]
     outs = oracle.ask([Trial(m, s) for m in masks for s in seeds])
     k = len(seeds)
     return [np.array([max(o.error, 1e-12) for o in outs[i * k:(i + 1) * k]]) for i in range(len(masks))]
@@ -377,11 +389,11 @@ def resolve(strategy: str, *, n: int, budget: int | None) -> tuple[str, int]:
 
     ``auto`` is group testing at every size: leave-one-out and Banzhaf values cannot see
     a harm that one remaining poison already causes (see :func:`group_testing`). Default
-    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(96, n // 5 + 20) for group
+    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(128, n // 5 + 32) for group
     testing (at n = 1000, with the confirmation round, under a quarter of leave-one-out).
     """
     name = "group" if strategy == "auto" else strategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
-    default = {"loo": n + 1, "banzhaf": 2000, "group": max(96, n // 5 + 20)}[name]
+    default = {"loo": n + 1, "banzhaf": 2000, "group": max(128, n // 5 + 32)}[name]
     return name, budget or default

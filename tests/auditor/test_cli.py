@@ -29,3 +29,33 @@ def test_bench_train_json_contract():
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["models"] == 16 and r["epochs"] == 20 and r["seconds"] > 0 and r["models_per_second"] > 0
+
+
+def test_make_benchmark_then_audit_json(tmp_path):
+    data = tmp_path / "b.npz"
+    out = _auditor("make-benchmark", "--kind", "standalone", "--n", "40", "--out", str(data), "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    html = tmp_path / "r.html"
+    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "3", "--html", str(html))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for field in ("flagged", "scores", "trials", "generalization", "evaluation"):
+        assert field in report
+    assert len(report["scores"]) == 40 and report["trials"] > 0
+    assert {"precision", "recall"} <= set(report["evaluation"])
+    assert html.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    cases = {"not.npz": b"hello", "empty.npz": b""}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    import numpy as np
+    np.savez(tmp_path / "nan.npz", x=np.full((3, 4), np.nan), y=np.ones(3))
+    np.savez(tmp_path / "pickle.npz", x=np.array([{"a": 1}], dtype=object), y=np.ones(1))
+    np.savez(tmp_path / "shape.npz", x=np.ones((3, 4)), y=np.ones(5))
+    for name in ("not.npz", "empty.npz", "nan.npz", "pickle.npz", "shape.npz", "missing.npz"):
+        out = _auditor("audit", str(tmp_path / name))
+        assert out.returncode == 2, (name, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("auditor: error:")

@@ -48,6 +48,9 @@ def test_class_labels_are_classification():
     (_npz(**_good(is_poison=np.ones(3, bool))), "is_poison"),
     (_npz(**_good(extra=np.ones(2))), "unknown array"),
     (_npz(**_good(x=np.array([["a"] * 6] * 4))), "numeric"),
+    (_npz(**_good(x=np.zeros((4, 6, 0)))), "empty dimension"),
+    (_npz(**_good(y=np.zeros((4, 0)))), "empty dimension"),
+    (_npz(x=np.zeros((2, 3)), y=np.array([1, 2**63 + 5], dtype=np.uint64)), "too large"),
 ])
 def test_bad_files_get_one_clear_line(data, message):
     with pytest.raises(DatasetError, match=message) as info:
@@ -61,6 +64,15 @@ def test_corrupt_member_is_a_clear_error():
         zf.writestr("x.npy", b"\x93NUMPY garbage")
     with pytest.raises(DatasetError, match="unreadable"):
         parse_dataset(buf.getvalue())
+
+
+def test_decompression_bomb_is_refused():
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.zeros((2000, 1000)), y=np.zeros(2000))     # 16 MB of zeros, tiny on disk
+    data = buf.getvalue()
+    assert len(data) < 100_000
+    with pytest.raises(DatasetError, match="decompressed"):
+        parse_dataset(data, max_array_bytes=1_000_000)
 
 
 def test_size_limit_and_missing_file(tmp_path):

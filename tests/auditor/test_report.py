@@ -1,0 +1,178 @@
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.audit import run_audit
+from auditor.benchmarks import BenchmarkSpec, make_benchmark
+from auditor.config import AuditConfig
+from auditor.data import validate_arrays
+from auditor.report import (build_report, detection_metrics, json_safe, ranking_metrics, render_html,
+                            status_line, write_report)
+
+N = 40
+CONFIG = AuditConfig(confirm_seeds=4)
+
+
+@pytest.fixture(scope="module")
+def audited():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        arrays = make_benchmark(BenchmarkSpec(n=N, poison_fraction=0.1, length=6, seed=0))
+        with_truth = validate_arrays(arrays, sha256="ab" * 32)
+        without_truth = validate_arrays({k: v for k, v in arrays.items() if k != "is_poison"})
+        result = run_audit(with_truth, CONFIG)
+    finally:
+        torch.set_num_threads(threads)
+    return result, with_truth, without_truth
+
+
+@pytest.fixture(scope="module")
+def report(audited):
+    result, dataset, _ = audited
+    return build_report(result, dataset, CONFIG)
+
+
+def test_report_is_strict_json(report):
+    text = json.dumps(report, allow_nan=False)
+    assert json.loads(text) == report
+
+
+def test_contract_fields(report, audited):
+    result, dataset, _ = audited
+    assert report["flagged"] == sorted(report["flagged"])
+    assert all(type(i) is int and 0 <= i < N for i in report["flagged"])
+    assert len(report["scores"]) == N and all(s is None or type(s) is float for s in report["scores"])
+    assert report["trials"] == len(result.outcomes) and type(report["trials"]) is int
+    gen = report["generalization"]
+    assert gen["metric"] == result.metric
+    for name in ("with_all",) + (("without_flagged", "without_random") if report["confirmation"]["tested"] else ()):
+        assert set(gen[name]) == {"geomean", "ci95", "errors", "effective_rank"}
+        assert len(gen[name]["ci95"]) == 2 and len(gen[name]["errors"]) == CONFIG.confirm_seeds
+    conf = report["confirmation"]
+    assert type(conf["confirmed"]) is bool and conf["seeds"] == result.verdict.confirmation["seeds"]
+    if report["flagged"]:
+        assert conf["confirmed"] and 0 <= conf["p_value"] <= 1 and len(conf["effect_ci95"]) == 2
+        assert "without_flagged" in report["kernels"]
+    assert set(report["screens"]) == set(result.screens)
+    assert all(len(v) == N for v in report["screens"].values())
+    assert report["strategy"] == result.strategy and report["budget"] == result.budget
+    rep = report["reproduce"]
+    assert rep["dataset_sha256"] == "ab" * 32 and rep["dataset"] == dataset.summary()
+    assert rep["config"] == CONFIG.model_dump(mode="json")
+    assert set(rep["versions"]) >= {"auditor", "torch", "numpy", "python"}
+    assert isinstance(report["status_line"], str) and str(N) in report["status_line"]
+
+
+def test_evaluation_only_with_ground_truth(report, audited):
+    result, dataset, without_truth = audited
+    ev = report["evaluation"]
+    truth = dataset.is_poison
+    assert ev["poisons"] == [int(i) for i in np.flatnonzero(truth)]
+    assert ev == json.loads(json.dumps(ev))
+    expected = detection_metrics(flagged=report["flagged"], is_poison=truth)
+    assert ev["precision"] == expected["precision"] and ev["recall"] == expected["recall"]
+    assert 0 <= ev["auroc"] <= 1
+    assert set(ev["baselines"]) == set(result.screens)
+    for b in ev["baselines"].values():
+        assert set(b) == {"auroc", "precision_at_k", "recall_at_k"}
+    blind = build_report(result, without_truth, CONFIG)
+    assert "evaluation" not in blind
+    assert blind["reproduce"]["dataset_sha256"] is None
+    json.dumps(blind, allow_nan=False)
+
+
+def test_detection_metrics_hand_made():
+    truth = np.zeros(10, bool)
+    truth[[1, 2, 3, 4]] = True
+    m = detection_metrics(flagged=[1, 2, 7], is_poison=truth)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 4)
+    assert m["true_positives"] == 2 and m["n_flagged"] == 3 and m["n_poisons"] == 4
+    none = detection_metrics(flagged=[], is_poison=truth)
+    assert none["precision"] is None and none["recall"] == 0
+    clean = detection_metrics(flagged=[0], is_poison=np.zeros(10, bool))
+    assert clean["precision"] == 0 and clean["recall"] is None
+
+
+def test_ranking_metrics_hand_made():
+    truth = np.array([True, True, False, False, False])
+    perfect = ranking_metrics(scores=[5.0, 4.0, 1.0, 0.0, -1.0], is_poison=truth)
+    assert perfect["auroc"] == 1.0 and perfect["precision_at_k"] == 1.0 and perfect["k"] == 2
+    half = ranking_metrics(scores=[5.0, float("nan"), 4.0, 0.0, -1.0], is_poison=truth)
+    assert half["precision_at_k"] == 0.5 and half["recall_at_k"] == 0.5
+    assert half["auroc"] == pytest.approx(3 / 6)                # nan ranks lowest
+    assert ranking_metrics(scores=[1.0, 2.0], is_poison=np.zeros(2, bool))["auroc"] is None
+
+
+def test_json_safe_handles_numpy_and_non_finite():
+    obj = {1: np.float32(2.5), "a": np.array([1.0, np.inf, np.nan]), "b": (np.int64(3), np.bool_(True)),
+           "c": float("-inf")}
+    assert json_safe(obj) == {"1": 2.5, "a": [1.0, None, None], "b": [3, True], "c": None}
+
+
+def test_status_line_variants(report):
+    unconfirmed = {**report, "flagged": [],
+                   "confirmation": {**report["confirmation"], "tested": [1, 2], "confirmed": False,
+                                    "p_value": 0.2, "error_ratio": 1.5, "effect_ci95": [-0.1, 0.9]}}
+    assert status_line(unconfirmed, n=N).startswith("No harmful examples confirmed")
+    nothing = {**unconfirmed, "confirmation": {"confirmed": False, "tested": [], "seeds": [1, 2]},
+               "details": {"reason": "no removal helped"}}
+    assert "no removal helped" in status_line(nothing, n=N)
+    flagged = {**report, "flagged": [3], "confirmation": {**report["confirmation"], "tested": [3],
+                                                          "p_value": 0.002, "error_ratio": 7.9,
+                                                          "effect_ci95": [1.0, 3.0]}}
+    line = status_line(flagged, n=100)
+    assert line.startswith("1 of 100 examples flagged") and "7.9x" in line and "p = 0.002" in line
+
+
+def test_html_is_self_contained_and_escaped(report, tmp_path):
+    evil = "<script>alert('x')</script>"
+    hostile = {**report, "status_line": evil, "details": {**report["details"], "reason": evil}}
+    page = render_html(hostile)
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;" in page
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.I)
+    assert "http://" not in page and "https://" not in page
+    assert page.count('<img src="data:image/png;base64,') >= 4          # scores, kernels, generalization, ROC
+    assert len(page.encode()) < 1_000_000
+    for heading in ("Per-example scores", "Impulse responses", "Generalization", "Baselines", "Reproduce"):
+        assert heading in page
+
+    write_report(report, json_path=tmp_path / "r.json", html_path=tmp_path / "r.html")
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_html_without_evaluation(audited):
+    result, _, without_truth = audited
+    page = render_html(build_report(result, without_truth, CONFIG))
+    assert "Against ground truth" not in page and "Reproduce" in page
+
+
+def test_html_large_n_stays_small():
+    n = 1000
+    rng = np.random.default_rng(0)
+    poisons = sorted(rng.choice(n, 50, replace=False).tolist())
+    scores = rng.normal(size=n).tolist()
+    report = {
+        "flagged": poisons[:40], "scores": scores, "trials": 300, "strategy": "group", "budget": 220,
+        "generalization": {"metric": "trusted-set relative error",
+                           "with_all": {"geomean": 2.0, "ci95": [1.0, 4.0], "errors": [1.5, 2.5],
+                                        "effective_rank": 9.0},
+                           "without_flagged": {"geomean": 0.2, "ci95": [0.1, 0.4], "errors": [0.2, 0.2],
+                                               "effective_rank": 3.0}},
+        "confirmation": {"confirmed": True, "p_value": 0.01, "error_ratio": 10.0, "effect_ci95": [1.0, 3.0],
+                         "seeds": [1000, 1001], "tested": poisons[:40]},
+        "evaluation": {"precision": 1.0, "recall": 0.8, "auroc": 0.7, "precision_at_k": 0.6, "recall_at_k": 0.6,
+                       "k": 50, "poisons": poisons, "true_positives": 40, "n_flagged": 40, "n_poisons": 50,
+                       "baselines": {f"s{i}": {"auroc": 0.5, "precision_at_k": 0.1, "recall_at_k": 0.1}
+                                     for i in range(5)}},
+        "screens": {f"s{i}": rng.normal(size=n).tolist() for i in range(5)},
+        "kernels": {"with_all": np.exp(-np.arange(160) / 30).tolist(),
+                    "without_flagged": np.exp(-np.arange(160) / 5).tolist()},
+        "details": {}, "seconds": 12.0, "reproduce": {}, "status_line": "x",
+    }
+    assert len(render_html(report).encode()) < 1_000_000

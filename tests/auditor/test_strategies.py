@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from auditor.audit import build_problem, run_audit
+from auditor.benchmarks import BenchmarkSpec, make_benchmark
+from auditor.config import AuditConfig
+from auditor.data import validate_arrays
+from auditor.executors import InlineExecutor
+from auditor.strategies import Context, Verdict, plan
+from auditor.trials import Trial
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class CountingExecutor(InlineExecutor):
+    def __init__(self, problem):
+        super().__init__(problem)
+        self.trained = 0
+
+    def run(self, trials):
+        self.trained += len(trials)
+        yield from super().run(trials)
+
+
+def _dataset(kind="standalone", n=60, seed=0, fraction=0.1):
+    return validate_arrays(make_benchmark(BenchmarkSpec(kind=kind, n=n, poison_fraction=fraction, length=6,
+                                                        seed=seed)))
+
+
+def test_trial_keys_identify_mask_and_seed():
+    a = Trial(np.array([True, False, True]), 1)
+    assert a.key == Trial(np.array([1, 0, 1], bool), 1).key
+    assert a.key != Trial(np.array([True, False, True]), 2).key
+    assert a.key != Trial(np.array([True, False, True, False]), 1).key
+
+
+def test_group_testing_finds_poisons_and_resumes_without_retraining():
+    ds = _dataset()
+    config = AuditConfig(confirm_seeds=4)
+    problem = build_problem(ds, config)
+    executor = CountingExecutor(problem)
+    stored = {}
+    result = run_audit(ds, config, executor=executor, outcomes=stored)
+    flagged, poisons = set(result.verdict.flagged), set(np.flatnonzero(ds.is_poison))
+    assert result.verdict.confirmation["confirmed"]
+    assert len(flagged & poisons) >= 0.8 * len(poisons)
+    assert len(flagged & poisons) >= 0.8 * len(flagged)
+    assert executor.trained == len(stored) == len(result.outcomes)
+    # A restart with the stored outcomes reaches the same verdict and trains nothing.
+    again = CountingExecutor(problem)
+    resumed = run_audit(ds, config, executor=again, outcomes=dict(stored), screens=result.screens)
+    assert again.trained == 0
+    assert resumed.verdict.flagged == result.verdict.flagged
+
+
+def test_clean_data_gets_no_flags():
+    ds = validate_arrays(make_benchmark(BenchmarkSpec(kind="clean", n=60, length=6, seed=3)))
+    result = run_audit(ds, AuditConfig(confirm_seeds=2))
+    assert result.verdict.flagged == []
+    assert "reason" in result.verdict.details
+
+
+def test_plan_is_pure_and_budget_errors_are_clear():
+    context = Context(n=10, budget=3)
+    first = plan("group", context, {})
+    assert isinstance(first, list) and all(isinstance(t, Trial) for t in first)
+    assert [t.key for t in plan("group", context, {})] == [t.key for t in first]
+    fake = {t.key: _outcome(t.key, 1.0) for t in first}
+    with pytest.raises(ValueError, match="budget"):
+        plan("group", context, fake)
+
+
+def test_leave_one_out_and_banzhaf_score_every_example():
+    ds = _dataset(n=20, fraction=0.1, seed=2)
+    for strategy in ("loo", "banzhaf"):
+        result = run_audit(ds, AuditConfig(strategy=strategy, budget=40, confirm_seeds=2))
+        assert isinstance(result.verdict, Verdict)
+        assert result.verdict.scores.shape == (20,)
+        assert np.isfinite(result.verdict.scores).all()
+
+
+def _outcome(key, error):
+    from auditor.trials import Outcome
+    return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, effective_rank=1.0)
