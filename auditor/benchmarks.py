@@ -10,10 +10,12 @@ Kinds
 -----
 ``standalone``  teacher A = B = C = 1 (y = sum_t x_t); the student is a standalone SSM.
 ``network``     teacher SSM -> ReLU MLP (y = 7.5 relu(sum_t x_t)); the student has the MLP.
-``decoys``      ``standalone`` plus harmless outliers: clean sequences at 2-3x the usual
-                magnitude. (Measured: at 4-8x such sequences do hurt generalization, about
-                4x, since they dominate the normalized step; at 2-3x the trusted-set
-                error stays within the spread over seeds of a clean model's.)
+``decoys``      ``standalone`` plus outliers that are clean: clean-labelled sequences at
+                2-3x the usual magnitude, which fool outlier detectors. Measured with the
+                audit's student: they are not fully harmless. Added to a clean set (3-5%
+                of it) they raise the trusted-set error 1.25-2x (4x at 4-8x magnitude; it
+                is 1.25-6x even at 1.5-2x), far less than the poisons' 5-50x, so a
+                harm-based audit may flag some of them; ground truth counts them as clean.
 ``clean``       ``standalone`` without poisons.
 """
 

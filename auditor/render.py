@@ -22,10 +22,14 @@ def print_reproduction(result: dict) -> None:
     table.add_column("seed", justify="right")
     table.add_column("clean", justify="right")
     table.add_column("poisoned", justify="right")
-    for seed, clean, poisoned in zip(result["seeds"], result["clean_errors"], result["poisoned_errors"]):
-        table.add_row(str(seed), f"{clean:.4g}", f"{poisoned:.4g}")
+    marks = zip(result.get("clean_converged", [True] * len(result["seeds"])),
+                result.get("poisoned_converged", [True] * len(result["seeds"])))
+    for seed, clean, poisoned, (ok_c, ok_p) in zip(result["seeds"], result["clean_errors"],
+                                                   result["poisoned_errors"], marks):
+        table.add_row(str(seed), f"{clean:.4g}" + ("" if ok_c else " (not converged)"),
+                      f"{poisoned:.4g}" + ("" if ok_p else " (not converged)"))
     table.add_section()
-    table.add_row("mean", f"{result['clean_error']:.4g}", f"{result['poisoned_error']:.4g}", style="bold")
+    table.add_row("mean (converged)", f"{result['clean_error']:.4g}", f"{result['poisoned_error']:.4g}", style="bold")
     table.add_row("paper", f"{result['paper']['clean']:.4g}", f"{result['paper']['poisoned']:.4g}")
     console = Console()
     console.print(table)

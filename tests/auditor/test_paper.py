@@ -15,6 +15,11 @@ def test_theory_l9_gap_direction():
     assert r["poisoned_error"] > 3 * r["clean_error"]
 
 
+def test_standalone_l6_reproduces_the_published_gap():
+    r = reproduce(setting="standalone", length=6)
+    assert r["clean_error"] <= 0.3 and r["poisoned_error"] >= 3
+
+
 @pytest.mark.slow
 def test_standalone_l10_reproduces_the_published_gap():
     r = reproduce(setting="standalone", length=10)
