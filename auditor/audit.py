@@ -89,13 +89,13 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     """
     start = time.perf_counter()
     problem = build_problem(dataset, config)
+    strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget)
     executor = executor or InlineExecutor(problem)
     outcomes = {} if outcomes is None else outcomes
     if screens is None:
         if progress:
             progress(0, 1, "screening")
         screens = compute_screens(problem, seed=config.seed)
-    strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget)
     ordering = [screens[name] for name in ORDERING_SCREENS if name in screens]
     context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
                       screen=_rank_max(ordering) if ordering else None)
@@ -111,6 +111,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
             done += len(chunk)
             if progress:
                 progress(done, len(step), f"{strategy}: {len(outcomes)} trials")
+    # (the screens' and the kernels' training runs are diagnostics, not trials: not counted)
     kernels = _kernels(problem, step.flagged, seed=step.confirmation["seeds"][0])
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,

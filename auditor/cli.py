@@ -133,7 +133,7 @@ def _audit_file(path: str, *, strategy, budget, seed, confirm_seeds, device, as_
     from auditor.config import AuditConfig
     from auditor.data import load_dataset
     from auditor.render import print_json
-    from auditor.report import build_report, render_html, write_report
+    from auditor.report import build_report, write_report
 
     dataset = load_dataset(path)
     try:

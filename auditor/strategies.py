@@ -173,7 +173,9 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     3. *Joint harm.* Add back the least harmful examples of R in growing amounts; the
        largest part that keeps the error near the base's (``CLEAN_SHARE``) goes back.
        The rest is flagged: the examples whose joint presence does the harm.
-    4. Confirm over fresh seeds (:func:`confirm`).
+    4. *Prune.* Add each flagged example back alone to the cleaned set; those that leave
+       it clean, if they also do so all together, are unflagged.
+    5. Confirm over fresh seeds (:func:`confirm`).
 
     Every decision is a measured error of retrained models, and a set counts as clean only
     if it is clean under each of the ``search_seeds`` seeds (the training dynamics are
@@ -233,6 +235,13 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     keep = max((a for a in joint if clean(a) and a <= nxt), default=0)
     flagged = sorted(int(i) for i in back_order[keep:])
     details.update(put_back=int(keep), joint_errors={int(a): float(e.max()) for a, e in sorted(joint.items())})
+
+    # (4) prune: a flagged example that leaves the cleaned set clean when added back alone, and
+    # together with all such others, was flagged only because of where it stood in the order
+    try:
+        flagged = _prune(oracle, context, flagged, full, details)
+    except BudgetExhausted:
+        details["prune"] = "skipped: budget exhausted"
     scores = harm + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
     scores[flagged] += 1.0 + max(harm.max(), 0.0)                            # flagged rank first
     return _finish(flagged, scores, context, oracle, details)
@@ -256,6 +265,24 @@ def _with(base_mask: np.ndarray, added) -> np.ndarray:
     mask = base_mask.copy()
     mask[np.asarray(added, dtype=int)] = True
     return mask
+
+
+def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarray, details: dict) -> list[int]:
+    if not flagged:
+        return flagged
+    cleaned = _without(context.n, flagged)
+    base = _errors(oracle, [cleaned], context)[0]
+    limit = _clean_limit(base, float(full.min()))
+    alone = _errors(oracle, [_with(cleaned, [i]) for i in flagged], context)
+    harmless = [i for i, e in zip(flagged, alone) if (e <= limit).all()]
+    if not harmless:
+        return flagged
+    together = _errors(oracle, [_with(cleaned, harmless)], context)[0]
+    details["prune"] = {"candidates": len(harmless), "joint_error": float(together.max()),
+                        "accepted": bool((together <= limit).all())}
+    if (together <= limit).all():
+        return sorted(set(flagged) - set(harmless))
+    return flagged
 
 
 def _between(lo: int, hi: int, count: int) -> list[int]:
@@ -389,11 +416,11 @@ def resolve(strategy: str, *, n: int, budget: int | None) -> tuple[str, int]:
 
     ``auto`` is group testing at every size: leave-one-out and Banzhaf values cannot see
     a harm that one remaining poison already causes (see :func:`group_testing`). Default
-    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(128, n // 5 + 32) for group
+    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(n // 5 + 32, min(n, 256)) for group
     testing (at n = 1000, with the confirmation round, under a quarter of leave-one-out).
     """
     name = "group" if strategy == "auto" else strategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
-    default = {"loo": n + 1, "banzhaf": 2000, "group": max(128, n // 5 + 32)}[name]
+    default = {"loo": n + 1, "banzhaf": 2000, "group": max(n // 5 + 32, min(n, 256))}[name]
     return name, budget or default
