@@ -89,3 +89,10 @@ def test_leave_one_out_and_banzhaf_score_every_example():
 def _outcome(key, error):
     from auditor.trials import Outcome
     return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, effective_rank=1.0)
+
+
+def test_default_group_budget_at_n_1000_is_under_a_quarter_of_leave_one_out():
+    from auditor.strategies import resolve
+    _, budget = resolve("auto", n=1000, budget=None)
+    confirmation = 3 * AuditConfig().confirm_seeds
+    assert budget + confirmation <= 0.25 * 1001
