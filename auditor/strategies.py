@@ -416,12 +416,12 @@ def resolve(strategy: str, *, n: int, budget: int | None) -> tuple[str, int]:
 
     ``auto`` is group testing at every size: leave-one-out and Banzhaf values cannot see
     a harm that one remaining poison already causes (see :func:`group_testing`). Default
-    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(n // 5 + 32, min(n, 200)) for group
+    budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(160, n // 5 + 32) for group
     testing (at n = 1000: 232, so with the 3 x 6 confirmation trials under a quarter of the
     1001 trials of leave-one-out).
     """
     name = "group" if strategy == "auto" else strategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
-    default = {"loo": n + 1, "banzhaf": 2000, "group": max(n // 5 + 32, min(n, 200))}[name]
+    default = {"loo": n + 1, "banzhaf": 2000, "group": max(160, n // 5 + 32)}[name]
     return name, budget or default

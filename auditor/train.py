@@ -11,8 +11,8 @@ made at the step that first reaches eps counts as the first of them), or stop af
 
 :func:`train_many` trains M models (masks x seeds) in one vectorized computation with the
 closed-form gradient of eq. (2) for the standalone SSM and autograd for the network.
-:func:`train_one` trains a single model by the textbook route (autograd, torch.optim.Adam)
-and is the reference that ``train_many`` is tested against.
+:func:`train_one` trains a single model by the textbook route (autograd; torch.optim.Adam,
+or the Keras variant written out) and is the reference that ``train_many`` is tested against.
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def train_many(spec: SSMSpec, x, y, masks, seeds, config: TrainConfig, *,
     batch = _Batch.of(x_rev, y_t, w)
     step_fn = _optimizer(config, params, layout)
 
-    out = start                                                                   # final params (M, ...)
+    out = {k: v.clone() for k, v in start.items()}                                # final params (M, ...)
     steps_out = torch.zeros(M, dtype=torch.long, device=device)
     converged_out = torch.zeros(M, dtype=torch.bool, device=device)
     live = torch.arange(M, device=device)                                         # models still in the batch
