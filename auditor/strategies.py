@@ -138,11 +138,6 @@ def _order(context: Context) -> np.ndarray:
     return np.argsort(-np.asarray(context.screen), kind="stable")
 
 
-def _threshold(low: float, high: float) -> float:
-    """The log-scale midpoint between a clean and a harmed error level."""
-    return math.sqrt(max(low, 1e-12) * max(high, 1e-12))
-
-
 # --------------------------------------------------------------------------- group testing
 
 

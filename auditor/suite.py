@@ -76,7 +76,7 @@ def run_suite(specs: list[BenchmarkSpec], *, config: AuditConfig | None = None,
         if not truth.any():                          # clean-only: reference for the 1.5x check
             row["generalization"]["clean_only"] = row["generalization"]["with_all"]
         else:
-            clean = run_audit_clean_reference(dataset, truth, config)
+            clean = clean_only_error(dataset, truth, config)
             row["generalization"]["clean_only"] = clean
         rows.append(row)
         if on_row:
@@ -84,7 +84,7 @@ def run_suite(specs: list[BenchmarkSpec], *, config: AuditConfig | None = None,
     return rows
 
 
-def run_audit_clean_reference(dataset, truth: np.ndarray, config: AuditConfig) -> float:
+def clean_only_error(dataset, truth: np.ndarray, config: AuditConfig) -> float:
     """Geometric-mean trusted-set error of models trained on the clean examples only,
     over the audit's confirmation seeds (ground truth is read here, for evaluation only)."""
     from auditor.audit import build_problem
