@@ -11,14 +11,35 @@ def load_settings(**overrides) -> Settings:
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
-def serve(settings: Settings, *, host: str, port: int, access_log: bool = True) -> None:
-    """Create or upgrade the schema, then run the API until interrupted."""
+def serve(settings: Settings, *, host: str, port: int, access_log: bool = True, workers: bool = True) -> None:
+    """Create or upgrade the schema, then run the API until interrupted.
+
+    With ``workers``, a dispatcher runs beside the API on the Ray cluster at
+    ``settings.ray_address`` (a local one when unset) and runs the submitted audits.
+    """
     import uvicorn
 
     from api.main import create_app
 
     upgrade(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")
+    running = None
+    if workers:
+        from workers.service import Workers
+
+        running = Workers.from_settings(settings).start()
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")
+    finally:
+        if running is not None:
+            running.stop()
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a dispatcher alone (no API) until SIGTERM or Ctrl-C, after upgrading the schema."""
+    from workers.service import Workers
+
+    upgrade(settings.database_url)
+    Workers.from_settings(settings).run_forever()
 
 
 def issue_key(settings: Settings, tenant: str) -> str:

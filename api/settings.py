@@ -11,7 +11,7 @@ from store.engine import DEFAULT_DATABASE_URL
 
 
 class Settings(BaseSettings):
-    """Configuration of the HTTP service.
+    """Configuration of the service: the HTTP API and its workers.
 
     Every field can be set by an environment variable named ``AUDITOR_`` plus the field
     name in capitals, e.g. ``AUDITOR_DATABASE_URL``.
@@ -27,3 +27,10 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(30.0, ge=0, le=3600,
                                       description="how long a verified key is trusted without a lookup; 0: never")
     db_pool_size: int = Field(10, ge=1, le=200, description="database connections kept open")
+    ray_address: str | None = Field(None, description="Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
+                                                      "unset: start a local one")
+    max_running_audits: int = Field(2, ge=1, le=64, description="audits one dispatcher runs at once")
+    retrainers: int | None = Field(None, ge=1, description="retrainer actors (default: one per GPU, else per CPU)")
+    retrainer_gpus: float = Field(0.0, ge=0, description="GPUs per retrainer actor (0: CPU actors)")
+    heartbeat_seconds: float = Field(2.0, gt=0, le=60, description="how often a running audit reports alive")
+    stale_after_seconds: float = Field(30.0, gt=0, description="requeue a running audit silent this long")

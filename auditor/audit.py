@@ -21,10 +21,10 @@ import numpy as np
 from auditor.config import AuditConfig
 from auditor.data import Dataset, DatasetError
 from auditor.executors import Executor, InlineExecutor
-from auditor.ssm import SSMSpec, impulse_response
+from auditor.ssm import SSMSpec
 from auditor.strategies import Context, Verdict, plan, resolve
-from auditor.train import TrainConfig, train_many
-from auditor.trials import AuditProblem, Outcome
+from auditor.train import TrainConfig
+from auditor.trials import AuditProblem, Outcome, Problem, Trial
 
 # Screens whose scores order the search, combined by each example's highest rank, so an
 # example either finds suspicious is removed early: gamma0 (the paper's mechanism: energy
@@ -37,8 +37,16 @@ ORDERING_SCREENS = ("gamma0", "loss_trajectory")
 Progress = Callable[[int, int, str], None]          # (done, total, phase)
 
 
-def build_problem(dataset: Dataset, config: AuditConfig) -> AuditProblem:
-    """The student and optimizer an audit of ``dataset`` trains, from its config."""
+def build_problem(dataset: Dataset, config: AuditConfig) -> Problem:
+    """The student and optimizer an audit of ``dataset`` trains, from its config.
+
+    Integer labels (classification) get deep S4D classifiers scored by their trusted-set
+    cross-entropy (:mod:`auditor.deep_problem`); float labels the paper's SSM students.
+    """
+    if dataset.task == "classification":
+        from auditor.deep_problem import build_deep_problem
+
+        return build_deep_problem(dataset, config)
     if dataset.task != "regression" or dataset.x.ndim != 2 or dataset.y.ndim != 1:
         raise DatasetError("this audit supports single-channel regression data (x (n, k), float y (n,)); "
                            f"got x {dataset.x.shape}, y {dataset.y.shape} {dataset.y.dtype}")
@@ -68,7 +76,8 @@ class AuditResult:
 
 
 def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | None = None,
-              outcomes: dict[str, Outcome] | None = None, store: Callable[[list[Outcome]], None] | None = None,
+              outcomes: dict[str, Outcome] | None = None,
+              store: Callable[[list[tuple[Trial, Outcome]]], None] | None = None,
               progress: Progress | None = None, screens: dict[str, np.ndarray] | None = None) -> AuditResult:
     """Audit ``dataset``: screen, search, confirm.
 
@@ -77,11 +86,12 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     dataset : Dataset
     config : AuditConfig
     executor : Executor, optional
-        Where trials train; in-process by default.
+        Where trials train; in-process by default. Setting its ``stop`` event cancels the
+        audit: :class:`auditor.executors.Canceled` is raised, stored outcomes stand.
     outcomes : dict, optional
         Outcomes already stored for this audit (resume); updated in place.
     store : callable, optional
-        Called with every chunk of new outcomes as it arrives (persistence).
+        Called with every chunk of new (trial, outcome) pairs as it arrives (persistence).
     progress : callable, optional
         Called as (trials done, trials in the current batch, phase).
     screens : dict, optional
@@ -96,7 +106,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         if progress:
             progress(0, 1, "screening")
         screens = compute_screens(problem, seed=config.seed)
-    ordering = [screens[name] for name in ORDERING_SCREENS if name in screens]
+    ordering = [screens[name] for name in getattr(problem, "ordering", ORDERING_SCREENS) if name in screens]
     context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
                       screen=_rank_max(ordering) if ordering else None)
     while True:
@@ -104,47 +114,27 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         if isinstance(step, Verdict):
             break
         done = 0
+        by_key = {t.key: t for t in step}
         for chunk in executor.run(step):
             outcomes.update({o.key: o for o in chunk})
             if store:
-                store(chunk)
+                store([(by_key[o.key], o) for o in chunk])
             done += len(chunk)
             if progress:
                 progress(done, len(step), f"{strategy}: {len(outcomes)} trials")
     # (the screens' and the kernels' training runs are diagnostics, not trials: not counted)
-    kernels = _kernels(problem, step.flagged, seed=step.confirmation["seeds"][0])
+    kernels = problem.kernels(step.flagged, seed=step.confirmation["seeds"][0])
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,
                        metric=problem.metric, seconds=time.perf_counter() - start)
 
 
-def compute_screens(problem: AuditProblem, *, seed: int) -> dict[str, np.ndarray]:
+def compute_screens(problem: Problem, *, seed: int) -> dict[str, np.ndarray]:
     """Per-example screen scores from one training run on all the data."""
-    from auditor.screens import run_screens
-
-    return run_screens(spec=problem.spec, x=problem.x, y=problem.y, x_val=problem.x_val, y_val=problem.y_val,
-                       config=problem.train, seed=seed, device=problem.device)
+    return problem.screens(seed=seed)
 
 
 def _rank_max(columns: list[np.ndarray]) -> np.ndarray:
     """Each example's highest normalized rank over the screens, in [0, 1]."""
     ranks = [np.argsort(np.argsort(np.asarray(c, float), kind="stable"), kind="stable") for c in columns]
     return np.max(ranks, axis=0) / max(len(columns[0]) - 1, 1)
-
-
-def _kernels(problem: AuditProblem, flagged: list[int], *, seed: int) -> dict[str, list[float]]:
-    """Impulse responses of models trained with all data and without the flagged set."""
-    n = problem.n
-    masks = [np.ones(n)]
-    if flagged:
-        keep = np.ones(n)
-        keep[flagged] = 0
-        masks.append(keep)
-    result = train_many(problem.spec, problem.x, problem.y, np.stack(masks), [seed] * len(masks), problem.train,
-                        device=problem.device)
-    horizon = problem.x_val.shape[1] if problem.x_val is not None else 4 * problem.x.shape[1]
-    kappa = impulse_response(result.params, horizon)
-    out = {"with_all": kappa[0].tolist()}
-    if flagged:
-        out["without_flagged"] = kappa[1].tolist()
-    return out

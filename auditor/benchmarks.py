@@ -2,9 +2,10 @@
 
 Clean sequences carry N(0, 1) energy on their first positions and are labelled by the
 teacher; poisons are also labelled by the teacher (clean labels) but carry their energy
-(N(0, 1) values of magnitude at least 0.5) late in the sequence, where it drives all entries of A up together (the gamma0 term of the
-paper's dynamics). Every data set ships a trusted reference set of sequences longer than
-the training ones, so that a model's error there measures extrapolation.
+(N(0, 1) values of magnitude at least 0.5) late in the sequence, where it drives all
+entries of A up together (the gamma0 term of the paper's dynamics). Every data set ships
+a trusted reference set of sequences longer than the training ones, so that a model's
+error there measures extrapolation.
 
 Kinds
 -----

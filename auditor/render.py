@@ -34,5 +34,6 @@ def print_reproduction(result: dict) -> None:
     console = Console()
     console.print(table)
     ratio = result["poisoned_error"] / result["clean_error"] if result["clean_error"] else float("inf")
-    console.print(f"poisoned / clean: {ratio:.3g} (paper {result['paper']['poisoned'] / result['paper']['clean']:.3g}); "
+    paper = result["paper"]["poisoned"] / result["paper"]["clean"]
+    console.print(f"poisoned / clean: {ratio:.3g} (paper {paper:.3g}); "
                   f"{result['seconds']:.1f} s")

@@ -398,7 +398,8 @@ def _kernels_section(report: dict) -> str:
         return ""
     png = _plot_kernels(kernels)
     return (f"<h2>Impulse responses</h2>\n{_img(png, 'impulse responses')}\n<p class=\"note\">"
-            "kappa_j of a model trained with all data and without the flagged set (same seed).</p>")
+            "kappa_j of a model trained with all data and without the flagged set (same seed); for a deep "
+            "classifier, the first layer's mean |K_h[j]| over its channels.</p>")
 
 
 def _generalization_section(report: dict) -> str:

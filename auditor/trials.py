@@ -11,13 +11,14 @@ never recomputed.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from auditor.metrics import effective_rank, reference_relative_error
-from auditor.ssm import SSMSpec
+from auditor.ssm import SSMSpec, impulse_response
 from auditor.train import TrainConfig, train_many
 
 
@@ -83,6 +84,38 @@ class Outcome:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
+class Problem(Protocol):
+    """What an audit retrains: any student on any data, behind four members.
+
+    Executors only call :meth:`run`; the audit loop also asks for screen scores and for
+    the diagnostic curves the report plots. :class:`AuditProblem` (the diagonal SSM) is
+    one implementation.
+    """
+
+    device: str
+
+    @property
+    def n(self) -> int:
+        """Training examples."""
+
+    @property
+    def metric(self) -> str:
+        """What an outcome's ``error`` measures, in words."""
+
+    def run(self, trials: list[Trial]) -> list[Outcome]:
+        """Train every trial's model (batched); outcomes in the trials' order."""
+
+    def screens(self, *, seed: int) -> dict[str, np.ndarray]:
+        """Per-example screen scores (higher = more suspicious) from one training run."""
+
+    def kernels(self, flagged: list[int], *, seed: int) -> dict[str, list[float]]:
+        """Curves for the report: the model trained on all data (``with_all``) and without
+        the flagged set (``without_flagged``)."""
+
+    def on_device(self, device: str) -> "Problem":
+        """The same problem run on ``device`` (a worker's own GPU or CPU)."""
+
+
 @dataclass(frozen=True)
 class AuditProblem:
     """Everything a worker needs to run trials: data, student, optimizer, device.
@@ -108,9 +141,47 @@ class AuditProblem:
     def metric(self) -> str:
         return "trusted-set relative error" if self.x_val is not None else "effective rank of A (no reference set)"
 
+    def run(self, trials: list[Trial]) -> list[Outcome]:
+        """Train every trial's model in one batched :func:`train_many` call; outcomes in order."""
+        return _run_ssm(self, trials)
 
-def run_trials(problem: AuditProblem, trials: list[Trial]) -> list[Outcome]:
-    """Train every trial's model in one batched :func:`train_many` call; outcomes in order."""
+    def screens(self, *, seed: int) -> dict[str, np.ndarray]:
+        from auditor.screens import run_screens
+
+        return run_screens(spec=self.spec, x=self.x, y=self.y, x_val=self.x_val, y_val=self.y_val,
+                           config=self.train, seed=seed, device=self.device)
+
+    def kernels(self, flagged: list[int], *, seed: int) -> dict[str, list[float]]:
+        """Impulse responses of models trained with all data and without the flagged set."""
+        masks = with_and_without(self.n, flagged)
+        result = train_many(self.spec, self.x, self.y, masks, [seed] * len(masks), self.train,
+                            dtype=getattr(torch, self.dtype), device=self.device)
+        horizon = self.x_val.shape[1] if self.x_val is not None else 4 * self.x.shape[1]
+        return curves_by_name(impulse_response(result.params, horizon))
+
+    def on_device(self, device: str) -> "AuditProblem":
+        return self if device == self.device else replace(self, device=device)
+
+
+def with_and_without(n: int, flagged: list[int]) -> np.ndarray:
+    """Masks (1 or 2, n) for :meth:`Problem.kernels`: all the data, then all but ``flagged``
+    (only when something is flagged)."""
+    masks = np.ones((2 if flagged else 1, n))
+    masks[1:, list(flagged)] = 0
+    return masks
+
+
+def curves_by_name(rows) -> dict[str, list[float]]:
+    """The rows of :func:`with_and_without`'s models as ``with_all`` / ``without_flagged``."""
+    return dict(zip(("with_all", "without_flagged"), (row.tolist() for row in rows)))
+
+
+def run_trials(problem: Problem, trials: list[Trial]) -> list[Outcome]:
+    """Run ``trials`` of any problem; outcomes in the trials' order."""
+    return problem.run(trials) if trials else []
+
+
+def _run_ssm(problem: AuditProblem, trials: list[Trial]) -> list[Outcome]:
     if not trials:
         return []
     masks = np.stack([np.asarray(t.mask, bool) for t in trials]).astype(np.float64)

@@ -61,7 +61,8 @@ def _plain(value: Any) -> Any:
 def make_engine(url: str | URL = DEFAULT_DATABASE_URL, *, pool_size: int = 10, echo: bool = False) -> Engine:
     """Create an engine for ``url``.
 
-    JSON columns are written with :func:`json_dumps`. SQLite gets WAL journaling, enforced foreign keys and a busy timeout. Transactions
+    JSON columns are written with :func:`json_dumps`. SQLite gets WAL journaling, enforced
+    foreign keys and a busy timeout. Transactions
     opened by :func:`begin_write` start with ``BEGIN IMMEDIATE``, taking the write lock up
     front, so their reads followed by writes never fail on a lock upgrade under
     concurrency; other transactions are deferred and read concurrently. The parent

@@ -381,6 +381,16 @@ def requeue_stale(session: Session, older_than: timedelta) -> list[str]:
     return list(ids)
 
 
+def release_audit(session: Session, audit_id: str, worker_id: str) -> bool:
+    """Give a running audit back to the queue (its worker is shutting down); False if it
+    was not running for ``worker_id``. Stored outcomes stay for whoever claims it next."""
+    begin_write(session)
+    updated = session.execute(update(Audit).where(*_owned(audit_id, worker_id))
+                              .values(status=QUEUED, worker_id=None, updated_at=utcnow())).rowcount
+    session.commit()
+    return updated == 1
+
+
 def set_progress(session: Session, audit_id: str, progress: float, *, trials_done: int | None = None,
                  stage: str | None = None, worker_id: str | None = None) -> bool:
     """Update a running audit's progress (0 to 1); False if it is not running (for this worker)."""
@@ -398,15 +408,18 @@ def set_progress(session: Session, audit_id: str, progress: float, *, trials_don
 
 
 def finish_audit(session: Session, audit_id: str, *, report: dict[str, Any], html: str,
-                 worker_id: str | None = None) -> bool:
+                 worker_id: str | None = None, trials_done: int | None = None) -> bool:
     """Mark a running audit succeeded and store its report; False if it was not running.
 
-    ``report`` is stored as JSON (NaN and infinities as null), ``html`` as text.
+    ``report`` is stored as JSON (NaN and infinities as null), ``html`` as text;
+    ``trials_done`` (the final count) replaces the last progress report's.
     """
     begin_write(session)
     now = utcnow()
-    updated = session.execute(update(Audit).where(*_owned(audit_id, worker_id))
-                              .values(status=SUCCEEDED, progress=1.0, finished_at=now, updated_at=now)).rowcount
+    values: dict[str, Any] = {"status": SUCCEEDED, "progress": 1.0, "finished_at": now, "updated_at": now}
+    if trials_done is not None:
+        values["trials_done"] = trials_done
+    updated = session.execute(update(Audit).where(*_owned(audit_id, worker_id)).values(**values)).rowcount
     if updated == 1:
         session.add(Report(audit_id=audit_id, body=report, html=html))
     session.commit()

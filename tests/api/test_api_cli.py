@@ -33,13 +33,6 @@ def test_keys_create_prints_a_working_key_on_its_last_line(backend):
     assert auditor("keys", "create", "--tenant", " ", "--database-url", backend.database_url).returncode == 2
 
 
-def test_serve_without_workers_flag_exits_2_with_a_clear_line(tmp_path):
-    result = auditor("serve", "--database-url", f"sqlite:///{tmp_path}/x.db", timeout=60)
-    assert result.returncode == 2
-    assert "--no-workers" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x.db").exists()
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

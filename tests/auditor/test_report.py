@@ -9,8 +9,15 @@ from auditor.audit import run_audit
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
-from auditor.report import (build_report, detection_metrics, json_safe, ranking_metrics, render_html,
-                            status_line, write_report)
+from auditor.report import (
+    build_report,
+    detection_metrics,
+    json_safe,
+    ranking_metrics,
+    render_html,
+    status_line,
+    write_report,
+)
 
 N = 40
 CONFIG = AuditConfig(confirm_seeds=4)

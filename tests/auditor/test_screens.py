@@ -4,9 +4,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
-from auditor.screens import (SCREENS, gamma0_scores, gradient_similarity_scores, isolation_forest_scores,
-                             output_residual, per_example_grads, rank_average, run_screens,
-                             spectral_signature_scores)
+from auditor.screens import (
+    SCREENS,
+    gamma0_scores,
+    gradient_similarity_scores,
+    isolation_forest_scores,
+    output_residual,
+    per_example_grads,
+    rank_average,
+    run_screens,
+    spectral_signature_scores,
+)
 from auditor.ssm import SSMSpec, forward, init_params, reverse_time, teacher_params
 from auditor.train import TrainConfig, autograd_loss_and_grad, ssm_loss_and_grad, train_many
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from auditor.audit import build_problem, run_audit
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
@@ -9,14 +8,6 @@ from auditor.data import validate_arrays
 from auditor.executors import InlineExecutor
 from auditor.strategies import Context, Verdict, plan
 from auditor.trials import Trial
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class CountingExecutor(InlineExecutor):

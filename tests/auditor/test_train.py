@@ -5,8 +5,7 @@ import torch
 from auditor.bench import numpy_train_one
 from auditor.paper import get_setting, make_data
 from auditor.ssm import SSMSpec, init_params, reverse_time
-from auditor.train import (TrainConfig, autograd_loss_and_grad, gradient_flow, ssm_loss_and_grad,
-                           train_many, train_one)
+from auditor.train import TrainConfig, autograd_loss_and_grad, gradient_flow, ssm_loss_and_grad, train_many, train_one
 
 
 def _standalone_data(seed=200):

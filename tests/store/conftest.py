@@ -1,4 +1,4 @@
-"""A migrated database per backend (SQLite, PostgreSQL), with sessions and sample rows."""
+"""Sample rows in the migrated databases of ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -6,30 +6,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from store import repository
-from store.engine import make_engine, make_sessionmaker
-from store.migrate import upgrade
 from store.models import Dataset, Tenant
-from store.scratch import scratch_database
 
 SUMMARY = {"sha256": "ab" * 32, "n": 13, "length": 6, "channels": 1, "task": "regression", "n_val": None,
            "length_val": None, "has_ground_truth": False}
-
-
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request, tmp_path_factory) -> Iterator[str]:
-    with scratch_database(request.param, tmp_path_factory.mktemp(f"store-{request.param}")) as url:
-        upgrade(url)
-        yield url
-
-
-@pytest.fixture(scope="session")
-def sessions(database_url) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url, pool_size=20)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

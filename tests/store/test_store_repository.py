@@ -135,6 +135,19 @@ def test_finish_fail_and_cancel_transitions(session, dataset):
     assert counts["succeeded"] >= 1 and counts["failed"] >= 1
 
 
+def test_release_and_final_trial_count(session, dataset):
+    audit_id = _queue(session, dataset)[0]
+    repository.claim_audit(session, audit_id, "w")
+    assert not repository.release_audit(session, audit_id, "other")          # not its audit
+    assert repository.release_audit(session, audit_id, "w")
+    audit = repository.get_audit(session, dataset.tenant_id, audit_id)
+    assert (audit.status, audit.worker_id) == ("queued", None)
+    assert repository.claim_audit(session, audit_id, "w2").status == "running"
+    repository.set_progress(session, audit_id, 0.5, trials_done=3, worker_id="w2")
+    assert repository.finish_audit(session, audit_id, report={}, html="", worker_id="w2", trials_done=7)
+    assert repository.get_audit(session, dataset.tenant_id, audit_id).trials_done == 7
+
+
 def test_stale_running_audits_are_requeued_or_canceled(session, dataset):
     stale, stale_canceled, fresh = _queue(session, dataset, 3)
     for audit_id in (stale, stale_canceled, fresh):

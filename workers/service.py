@@ -1,0 +1,91 @@
+"""Start the workers of a service: connect to Ray, build the retrainer pool, run a dispatcher.
+
+Used by ``auditor serve`` (in a thread beside the API) and ``auditor worker`` (alone).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import ray
+
+from store.engine import make_engine, make_sessionmaker
+from workers.dispatcher import Dispatcher, DispatcherConfig
+from workers.executor import RayExecutor
+from workers.pool import RetrainerPool
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``),
+    or start a new local one when ``address`` is None (never joining a cluster that happens
+    to run on this machine). Does nothing if already connected."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+class Workers:
+    """A dispatcher on a retrainer pool, running in a background thread.
+
+    Parameters
+    ----------
+    database_url : str
+    ray_address : str, optional
+        None starts a local Ray cluster in this process.
+    max_running : int
+        Audits run at once by this dispatcher.
+    retrainers : int, optional
+        Actors in the pool (default: one per GPU, or per CPU when ``retrainer_gpus`` is 0).
+    retrainer_gpus : float
+        GPUs per actor (0: CPU actors).
+    """
+
+    @classmethod
+    def from_settings(cls, settings) -> Workers:
+        """Workers configured by :class:`api.settings.Settings` (``AUDITOR_*`` variables)."""
+        return cls(database_url=settings.database_url, ray_address=settings.ray_address,
+                   max_running=settings.max_running_audits, retrainers=settings.retrainers,
+                   retrainer_gpus=settings.retrainer_gpus, heartbeat_seconds=settings.heartbeat_seconds,
+                   stale_after_seconds=settings.stale_after_seconds)
+
+    def __init__(self, *, database_url: str, ray_address: str | None = None, max_running: int = 2,
+                 retrainers: int | None = None, retrainer_gpus: float = 0.0, heartbeat_seconds: float = 2.0,
+                 stale_after_seconds: float = 30.0, poll_seconds: float = 1.0):
+        connect(ray_address)
+        self.pool = RetrainerPool(actors=retrainers, gpus_per_actor=retrainer_gpus)
+        self.engine = make_engine(database_url, pool_size=max_running + 2)
+        config = DispatcherConfig(max_running=max_running, heartbeat_seconds=heartbeat_seconds,
+                                  stale_after_seconds=stale_after_seconds, poll_seconds=poll_seconds)
+        self.dispatcher = Dispatcher(make_sessionmaker(self.engine),
+                                     lambda problem, stop: RayExecutor(problem, self.pool, stop=stop), config)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.dispatcher.run, args=(self.stop_event,), name="dispatcher",
+                                       daemon=True)
+
+    def start(self) -> Workers:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling, give running audits back to the queue, release the actors."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+        self.pool.shutdown()
+        self.engine.dispose()
+
+    def run_forever(self) -> None:
+        """Run the dispatcher in this thread until SIGTERM or Ctrl-C; running audits go back
+        to the queue for the next dispatcher."""
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        try:
+            self.dispatcher.run(self.stop_event)
+        except KeyboardInterrupt:
+            self.dispatcher.shutdown()
+        finally:
+            self.pool.shutdown()
+            self.engine.dispose()
