@@ -26,14 +26,6 @@ from auditor.strategies import Context, Verdict, plan, resolve
 from auditor.train import TrainConfig
 from auditor.trials import AuditProblem, Outcome, Problem, Trial
 
-# Screens whose scores order the search, combined by each example's highest rank, so an
-# example either finds suspicious is removed early: gamma0 (the paper's mechanism: energy
-# that drives all entries of A up together) and loss trajectories (mechanism-agnostic; it
-# also ranks harmless outliers early, which the search then puts back). Measured on the
-# benchmarks: gamma0 is blind to poisons placed off position k-1, loss trajectories are not;
-# gradient similarity to the trusted set flips sign between placements and only reports.
-ORDERING_SCREENS = ("gamma0", "loss_trajectory")
-
 Progress = Callable[[int, int, str], None]          # (done, total, phase)
 
 
@@ -106,7 +98,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         if progress:
             progress(0, 1, "screening")
         screens = compute_screens(problem, seed=config.seed)
-    ordering = [screens[name] for name in getattr(problem, "ordering", ORDERING_SCREENS) if name in screens]
+    ordering = [screens[name] for name in problem.ordering if name in screens]
     context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
                       screen=_rank_max(ordering) if ordering else None)
     while True:

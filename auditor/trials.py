@@ -93,6 +93,7 @@ class Problem(Protocol):
     """
 
     device: str
+    ordering: tuple[str, ...]       # screens whose scores order the search (each example's highest rank)
 
     @property
     def n(self) -> int:
@@ -132,6 +133,14 @@ class AuditProblem:
     train: TrainConfig
     device: str = "cpu"
     dtype: str = "float64"
+    # Screens whose scores order the search, combined by each example's highest rank, so
+    # an example either finds suspicious is removed early: gamma0 (the paper's mechanism:
+    # energy that drives all entries of A up together) and loss trajectories
+    # (mechanism-agnostic; it also ranks harmless outliers early, which the search then puts
+    # back). Measured on the benchmarks: gamma0 is blind to poisons placed off position k-1,
+    # loss trajectories are not; gradient similarity to the trusted set flips sign between
+    # placements and only reports.
+    ordering: tuple[str, ...] = ("gamma0", "loss_trajectory")
 
     @property
     def n(self) -> int:
