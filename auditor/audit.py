@@ -78,8 +78,9 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     dataset : Dataset
     config : AuditConfig
     executor : Executor, optional
-        Where trials train; in-process by default. Setting its ``stop`` event cancels the
-        audit: :class:`auditor.executors.Canceled` is raised, stored outcomes stand.
+        Where trials train, built on ``build_problem(dataset, config)``; in-process by
+        default. Setting its ``stop`` event cancels the audit:
+        :class:`auditor.executors.Canceled` is raised, stored outcomes stand.
     outcomes : dict, optional
         Outcomes already stored for this audit (resume); updated in place.
     store : callable, optional
@@ -90,14 +91,14 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         Precomputed screen scores (else computed here from one training run).
     """
     start = time.perf_counter()
-    problem = build_problem(dataset, config)
+    executor = executor or InlineExecutor(build_problem(dataset, config))
+    problem = executor.problem
     strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget)
-    executor = executor or InlineExecutor(problem)
     outcomes = {} if outcomes is None else outcomes
     if screens is None:
         if progress:
             progress(0, 1, "screening")
-        screens = compute_screens(problem, seed=config.seed)
+        screens = problem.screens(seed=config.seed)
     ordering = [screens[name] for name in problem.ordering if name in screens]
     context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
                       screen=_rank_max(ordering) if ordering else None)
@@ -119,11 +120,6 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,
                        metric=problem.metric, seconds=time.perf_counter() - start)
-
-
-def compute_screens(problem: Problem, *, seed: int) -> dict[str, np.ndarray]:
-    """Per-example screen scores from one training run on all the data."""
-    return problem.screens(seed=seed)
 
 
 def _rank_max(columns: list[np.ndarray]) -> np.ndarray:

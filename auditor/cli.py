@@ -153,22 +153,17 @@ def _run_audit(args) -> int:
 
 def _audit_file(path: str, *, strategy, budget, seed, confirm_seeds, device, as_json, json_path, html_path,
                 executor: str = "inline", ray_address: str | None = None) -> int:
-    import pydantic
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from auditor.audit import build_problem, run_audit
-    from auditor.config import AuditConfig
     from auditor.data import load_dataset
     from auditor.render import print_json
     from auditor.report import build_report, write_report
 
     dataset = load_dataset(path)
-    try:
-        config = AuditConfig(strategy=strategy, budget=budget, seed=seed, confirm_seeds=confirm_seeds, device=device)
-    except pydantic.ValidationError as exc:
-        raise CLIError(_invalid(exc)) from None
+    config = _audit_config(strategy=strategy, budget=budget, seed=seed, confirm_seeds=confirm_seeds, device=device)
     if device == "cpu":
         torch.set_num_threads(1)            # tiny models: one thread is as fast, and leaves a core free
     runner = None
@@ -199,19 +194,21 @@ def _audit_file(path: str, *, strategy, budget, seed, confirm_seeds, device, as_
     write_report(report, json_path=json_path, html_path=html_path)
     if as_json:
         print_json(report)
-        return 0
-    print(report["status_line"])
-    if report["flagged"]:
-        print(f"flagged: {report['flagged']}")
-    evaluation = report.get("evaluation")
-    if evaluation:
-        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-        print(f"against ground truth: precision {fmt(evaluation['precision'])}, recall {fmt(evaluation['recall'])}, "
-              f"AUROC {fmt(evaluation['auroc'])}")
-    for label, target in (("JSON report", json_path), ("HTML report", html_path)):
-        if target:
-            print(f"{label}: {target}")
+    else:
+        _print_report(report, json_path=json_path, html_path=html_path)
     return 0
+
+
+def _audit_config(**fields):
+    """An :class:`AuditConfig`, or one line saying which field is wrong."""
+    import pydantic
+
+    from auditor.config import AuditConfig
+
+    try:
+        return AuditConfig(**fields)
+    except pydantic.ValidationError as exc:
+        raise CLIError(_invalid(exc)) from None
 
 
 def _add_reproduce(commands) -> None:
@@ -460,15 +457,8 @@ def _client_call(fn, *args, **kwargs):
 
 
 def _audit_settings(args) -> dict:
-    import pydantic
-
-    from auditor.config import AuditConfig
-
-    try:
-        config = AuditConfig(strategy=args.strategy, budget=args.budget, seed=args.seed,
-                             confirm_seeds=args.confirm_seeds)
-    except pydantic.ValidationError as exc:
-        raise CLIError(_invalid(exc)) from None
+    config = _audit_config(strategy=args.strategy, budget=args.budget, seed=args.seed,
+                           confirm_seeds=args.confirm_seeds)
     return config.model_dump(mode="json", exclude_defaults=True)
 
 
@@ -491,14 +481,8 @@ def _follow(client, fetch, *, label: str, quiet: bool) -> dict:
                             done=lambda state: state["status"] in (*FINISHED, "finished"))
 
 
-def _print_report(report: dict, *, json_path=None, html_path=None, html: str | None = None) -> None:
-    import json
-    from pathlib import Path
-
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
-    if html_path and html is not None:
-        Path(html_path).write_text(html)
+def _print_report(report: dict, *, json_path=None, html_path=None) -> None:
+    """The verdict in a few lines, and where the report files were written."""
     print(report.get("status_line", ""))
     if report.get("flagged"):
         print(f"flagged: {report['flagged']}")
@@ -563,15 +547,20 @@ def _run_status(args) -> int:
 
 
 def _run_report(args) -> int:
+    from pathlib import Path
+
     from auditor.render import print_json
+    from auditor.report import write_report
 
     with _client(args) as client:
         report = _client_call(client.report, args.audit_id)
-        html = _client_call(client.report_html, args.audit_id) if args.html else None
+        if args.html:                                   # the page the server rendered
+            Path(args.html).write_text(_client_call(client.report_html, args.audit_id), encoding="utf-8")
+    write_report(report, json_path=args.out)
     if args.json:
         print_json(report)
-        return 0
-    _print_report(report, json_path=args.out, html_path=args.html, html=html)
+    else:
+        _print_report(report, json_path=args.out, html_path=args.html)
     return 0
 
 

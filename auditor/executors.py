@@ -23,9 +23,10 @@ class Canceled(Exception):
 
 
 class Executor(ABC):
-    """Runs trials of one audit problem."""
+    """Runs trials of one audit problem (``self.problem``)."""
 
-    def __init__(self, *, stop: threading.Event | None = None):
+    def __init__(self, problem: Problem, *, stop: threading.Event | None = None):
+        self.problem = problem
         self.stop = stop or threading.Event()
 
     @abstractmethod
@@ -45,8 +46,7 @@ class InlineExecutor(Executor):
     """Trains chunks of ``chunk_size`` trials in this process, one batched call each."""
 
     def __init__(self, problem: Problem, *, chunk_size: int = 256, stop: threading.Event | None = None):
-        super().__init__(stop=stop)
-        self.problem = problem
+        super().__init__(problem, stop=stop)
         self.chunk_size = chunk_size
 
     def run(self, trials: list[Trial]) -> Iterator[list[Outcome]]:

@@ -44,8 +44,7 @@ class RayExecutor(Executor):
 
     def __init__(self, problem: Problem, pool: RetrainerPool, *, largest_chunk: int = 256,
                  stop: threading.Event | None = None):
-        super().__init__(stop=stop)
-        self.problem = problem
+        super().__init__(problem, stop=stop)
         self.pool = pool
         self.largest_chunk = largest_chunk
         self.problem_ref = ray.put(problem)

@@ -63,10 +63,6 @@ class RetrainerPool:
         for i in range(actors):
             self._ping(i)
 
-    @property
-    def size(self) -> int:
-        return len(self.actors)
-
     def _ping(self, i: int) -> None:
         self.pings[self.actors[i].ping.remote()] = i
 

@@ -73,8 +73,7 @@ class Workers:
         """Stop polling, give running audits back to the queue, release the actors."""
         self.stop_event.set()
         self.thread.join(timeout)
-        self.pool.shutdown()
-        self.engine.dispose()
+        self._release()
 
     def run_forever(self) -> None:
         """Run the dispatcher in this thread until SIGTERM or Ctrl-C; running audits go back
@@ -87,5 +86,8 @@ class Workers:
         except KeyboardInterrupt:
             self.dispatcher.shutdown()
         finally:
-            self.pool.shutdown()
-            self.engine.dispose()
+            self._release()
+
+    def _release(self) -> None:
+        self.pool.shutdown()
+        self.engine.dispose()

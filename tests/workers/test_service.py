@@ -7,45 +7,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
+
+from tests.processes import auditor, free_port, start_auditor, wait_until_healthy
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def auditor(*args: str, env: dict | None = None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_submit_report_end_to_end(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUDITOR_", "RAY_ADDRESS"))}
     env["AUDITOR_SERVER"] = f"http://127.0.0.1:{port}"
-    serve = subprocess.Popen([sys.executable, "-m", "auditor.cli", "serve", "--port", str(port), "--no-access-log"],
-                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = start_auditor("serve", "--port", str(port), "--no-access-log", cwd=tmp_path, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert serve.poll() is None, serve.stdout.read()
-            try:
-                if httpx.get(f"{env['AUDITOR_SERVER']}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "auditor serve did not come up"
-            time.sleep(0.5)
+        wait_until_healthy(serve, env["AUDITOR_SERVER"], timeout=120)
         created = auditor("keys", "create", "--tenant", "me", cwd=tmp_path, env=env)
         assert created.returncode == 0, created.stderr
         env["AUDITOR_API_KEY"] = created.stdout.strip().splitlines()[-1]
@@ -77,7 +53,7 @@ def test_serve_submit_report_end_to_end(tmp_path):
 
 
 def test_client_commands_without_a_server_fail_in_one_line(tmp_path):
-    env = {**os.environ, "AUDITOR_SERVER": f"http://127.0.0.1:{_free_port()}", "AUDITOR_API_KEY": "aud_x.y"}
+    env = {**os.environ, "AUDITOR_SERVER": f"http://127.0.0.1:{free_port()}", "AUDITOR_API_KEY": "aud_x.y"}
     result = auditor("status", "0" * 32, env=env, timeout=60)
     assert result.returncode == 2 and "cannot reach" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
