@@ -15,15 +15,20 @@ Parameters of M models are stacked along a leading axis, so one call evaluates a
 them: ``a, b, c`` have shape (M, d); ``w1`` (M, width, 1), ``w2`` (M, width, width),
 ``w3`` (M, 1, width). Every model's initial parameters are drawn from its own seeded
 generator on the CPU in float64, so a model's start does not depend on which batch, device
-or dtype it is trained in.
+or dtype it is trained in. ``SSMSpec(init="keras")`` instead draws the paper's own starts:
+the stream and layout of the authors' Keras initializers (see :func:`init_params`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
+
+from auditor.tf_random import stateless_normal
 
 Params = dict[str, torch.Tensor]
 
@@ -47,6 +52,9 @@ class SSMSpec:
         0 for a standalone SSM; otherwise the width of the two hidden ReLU layers.
     sigma_mlp : float
         Standard deviation of the MLP weights.
+    init : "torch" or "keras"
+        Where the random draws come from: a ``torch.Generator`` per model, or the stream
+        and layout of the authors' Keras initializers (:func:`_keras_init_one`).
     """
 
     state_dim: int
@@ -57,6 +65,7 @@ class SSMSpec:
     gap: float = 5.0
     width: int = 0
     sigma_mlp: float = 0.03
+    init: Literal["torch", "keras"] = "torch"
 
     @property
     def is_network(self) -> bool:
@@ -74,7 +83,8 @@ def init_params(spec: SSMSpec, seeds, *, dtype=torch.float64, device="cpu") -> P
     a and of b are set nearly equal (``spec.gap``), then ``spec.offset`` is added to a and
     b (setting B of the paper). The MLP weights are N(0, sigma_mlp).
     """
-    per_model = [_init_one(spec, int(s)) for s in seeds]
+    init_one = _keras_init_one if spec.init == "keras" else _init_one
+    per_model = [init_one(spec, int(s)) for s in seeds]
     return {name: torch.stack([p[name] for p in per_model]).to(device=device, dtype=dtype)
             for name in spec.param_names}
 
@@ -100,6 +110,38 @@ def _init_one(spec: SSMSpec, seed: int) -> Params:
         params["w2"] = torch.randn(w, w, generator=gen, dtype=f64) * spec.sigma_mlp
         params["w3"] = torch.randn(1, w, generator=gen, dtype=f64) * spec.sigma_mlp
     return params
+
+
+def _keras_init_one(spec: SSMSpec, seed: int) -> Params:
+    """One model's start as the authors' Keras code draws it (TensorFlow 2.4, float32).
+
+    Every layer's seeded ``RandomNormal`` initializer draws the same stream z of
+    ``tf.random.stateless_normal(shape, seed=[seed, 0])``, each in its own shape: B is
+    sigma_b z[:d] (kernel (1, d)), C sigma_c z[:d] (kernel (d, 1)), A's diagonal sigma_a
+    z[i (d + 1)] (recurrent kernel (d, d)), and the MLP kernels sigma_mlp z in shapes (1, w),
+    (w, w) and (w, 1). The authors' post-processing then sorts |a| and |b| in descending
+    order, reverses |c| (``np.flip(np.sort(.))`` on a (d, 1) column sorts nothing and flips
+    the rows), makes the top two entries of a and b nearly equal and adds the offset to a
+    and b. Dense kernels act as x @ W, so w2 here is the transpose of the Keras kernel.
+    """
+    d, w = spec.state_dim, spec.width
+    z = stateless_normal(max(d * d, w * w, w, d), seed=(seed, 0))              # float32
+    near = 0.05 * math.exp(-spec.gap * math.log10(1.0 / spec.sigma_a)) if spec.gap else 0.0
+
+    def desc_abs(v: np.ndarray) -> np.ndarray:
+        v = np.sort(np.abs(v))[::-1].copy()
+        if spec.gap and d > 1:
+            v[1] = np.float32(v[0] - near)
+        return np.float32(v.astype(np.float64) + spec.offset)          # float64 sum, as in NumPy 1.19
+
+    f32 = np.float32
+    params = {"a": desc_abs(f32(spec.sigma_a) * z[::d + 1][:d]),
+              "b": desc_abs(f32(spec.sigma_b) * z[:d]),
+              "c": np.abs(f32(spec.sigma_c) * z[:d])[::-1]}
+    if spec.is_network:
+        mlp = f32(spec.sigma_mlp) * z
+        params |= {"w1": mlp[:w].reshape(w, 1), "w2": mlp[:w * w].reshape(w, w).T, "w3": mlp[:w].reshape(1, w)}
+    return {k: torch.tensor(np.ascontiguousarray(v), dtype=torch.float64) for k, v in params.items()}
 
 
 def powers(a: torch.Tensor, horizon: int) -> torch.Tensor:

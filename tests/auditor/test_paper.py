@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
 from auditor.paper import get_setting, make_data, reproduce
+from auditor.paper import test_set as network_test_set
 
 
 def test_theory_l7_reproduces_the_published_gap():
@@ -38,3 +40,18 @@ def test_data_are_clean_labels_with_late_energy_poisons():
 def test_unknown_setting_is_a_clear_error():
     with pytest.raises(ValueError, match="known"):
         get_setting("standalone", 7)
+
+
+@pytest.mark.slow
+def test_network_l10_gap_direction_from_the_authors_starts():
+    r = reproduce(setting="network", length=10)
+    assert all(r["clean_converged"]) and all(r["poisoned_converged"])
+    assert r["poisoned_error"] > r["clean_error"]
+
+
+def test_network_test_set_is_drawn_per_seed_as_the_authors_do():
+    s = get_setting("network", 6)
+    x, y = network_test_set(s, 4540)
+    assert x.shape == (2000, 40)
+    assert np.array_equal(x, np.random.RandomState(4552).normal(0.0, 1.0, (2000, 40)))
+    assert np.allclose(y, 7.5 * np.maximum(x.sum(1), 0))

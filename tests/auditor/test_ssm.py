@@ -3,6 +3,7 @@ import math
 import torch
 
 from auditor.ssm import SSMSpec, forward, impulse_response, init_params, reverse_time, teacher_params
+from auditor.tf_random import stateless_normal
 
 
 def _recurrence(params, x):
@@ -48,3 +49,21 @@ def test_network_shapes():
     p = init_params(SSMSpec(state_dim=4, width=7), [0, 1, 2])
     assert p["w1"].shape == (3, 7, 1) and p["w2"].shape == (3, 7, 7) and p["w3"].shape == (3, 1, 7)
     assert forward(p, torch.randn(5, 9, dtype=torch.float64)).shape == (3, 5)
+
+
+def test_keras_init_is_the_authors_layout_of_one_tensorflow_stream():
+    spec = SSMSpec(state_dim=4, sigma_a=0.01, sigma_b=0.02, sigma_c=0.03, offset=0.001, gap=0.5, width=3,
+                   sigma_mlp=0.1, init="keras")
+    p = {k: v[0] for k, v in init_params(spec, [4540]).items()}
+    z = torch.tensor(stateless_normal(16, seed=(4540, 0)), dtype=torch.float64)
+    near = 0.05 * math.exp(-0.5 * 2)
+    a = (0.01 * z[[0, 5, 10, 15]]).abs().sort(descending=True).values           # diagonal of the (d, d) draw
+    b = (0.02 * z[:4]).abs().sort(descending=True).values
+    assert torch.allclose(p["a"][[0, 2, 3]], a[[0, 2, 3]] + 0.001, rtol=1e-6)
+    assert torch.allclose(p["a"][1], a[0] - near + 0.001, rtol=1e-5)
+    assert torch.allclose(p["b"][[0, 2, 3]], b[[0, 2, 3]] + 0.001, rtol=1e-6)
+    assert torch.allclose(p["c"], (0.03 * z[:4]).abs().flip(0), rtol=1e-6)    # reversed, not sorted
+    assert torch.allclose(p["w1"][:, 0], 0.1 * z[:3], rtol=1e-6)
+    assert torch.equal(p["w3"][0], p["w1"][:, 0])                             # one stream, same shape
+    assert torch.allclose(p["w2"], 0.1 * z[:9].reshape(3, 3).T, rtol=1e-6)    # x @ W kernels, transposed
+    assert torch.equal(init_params(spec, [4540])["a"][0], p["a"])             # depends only on the seed
