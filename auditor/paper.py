@@ -20,7 +20,7 @@ Facts of the authors' setup that the numbers depend on (their public code): trai
 are drawn by NumPy's legacy generator seeded with the experiment's seed (clean rows first),
 which the published seeds were chosen under; the near-equal gap of the top two init entries
 uses exp(-c log10(1/sigma_A)) with c = 5 (B, L=6), 3 (B, L=10), 0.5 (C, L=6), 2 (C, L=10).
-Setting C runs in Keras (TensorFlow 2.4), and three of its traits are reproduced: the
+Setting C runs in Keras (TensorFlow 2.4), and what that implies is reproduced: the
 models start from the authors' own draws (``SSMSpec(init="keras")``: TensorFlow's stateless
 normal stream and the layout their code gives it), training runs in float32, and Adam adds
 eps = 1e-7 to the raw sqrt(v) (see :class:`auditor.train.TrainConfig`); the test set of each
