@@ -237,14 +237,19 @@ def _reproduce_trained(s: Setting, *, device: str) -> tuple[list[float], list[fl
     for masks, config in runs:
         run_seeds = seeds[:len(masks)]
         result = train_many(s.spec, x, y, masks, run_seeds, config, dtype=s.dtype, device=device)
-        errors += _errors(s, result.params, run_seeds)
+        errors += student_errors(s, result.params, run_seeds)
         converged += result.converged.tolist()
     half = len(s.seeds)
     return errors[:half], errors[half:], (converged[:half], converged[half:])
 
 
-def _errors(s: Setting, params, seeds: list[int]) -> list[float]:
-    params = {k: v.double() for k, v in params.items()}                # evaluate in float64
+def student_errors(s: Setting, params, seeds: list[int]) -> list[float]:
+    """The setting's error of each trained student (M models, model m from ``seeds[m]``).
+
+    Evaluated in float64: the extrapolation error (standalone), or the relative error on
+    the test set of the model's seed (network).
+    """
+    params = {k: v.double() for k, v in params.items()}
     if s.name == "standalone":
         return extrapolation_error(params, teacher_for(s), horizon=s.horizon).tolist()
     errors = []

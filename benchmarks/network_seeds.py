@@ -17,8 +17,7 @@ import time
 import numpy as np
 import torch
 
-from auditor.metrics import reference_relative_error
-from auditor.paper import get_setting, make_data, test_set
+from auditor.paper import get_setting, make_data, student_errors
 from auditor.ssm import init_params
 from auditor.train import train_many
 
@@ -48,9 +47,7 @@ def main() -> None:
             v[1:] *= 1 + args.jitter * torch.randn(v[1:].shape, generator=gen, dtype=v.dtype)
         result = train_many(s.spec, x, y, np.tile(keep, (args.replicas, 1)), [seed] * args.replicas, config,
                             init=init, dtype=s.dtype)
-        x_test, y_test = test_set(s, seed)
-        params = {k: v.double() for k, v in result.params.items()}
-        errors = reference_relative_error(params, x_test, y_test).numpy()
+        errors = np.array(student_errors(s, result.params, [seed] * args.replicas))
         errors[~result.converged.numpy()] = np.nan
         shown = " ".join(f"{e:.2g}" for e in errors)
         print(f"seed {seed}: median {np.nanmedian(errors):.3g}, unjittered {errors[0]:.3g}; all: {shown}", flush=True)
