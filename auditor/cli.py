@@ -128,7 +128,7 @@ def _make_digits(args) -> int:
 def _add_audit(commands) -> None:
     p = commands.add_parser("audit", help="audit a data set (.npz) for clean-label poisons")
     p.add_argument("file")
-    p.add_argument("--strategy", choices=("auto", "group", "loo", "banzhaf"), default="auto")
+    p.add_argument("--strategy", choices=("auto", "group", "core", "loo", "banzhaf"), default="auto")
     p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
     p.add_argument("--executor", choices=("inline", "ray"), default="inline",
                    help="where trials train: this process, or retrainer actors on a Ray cluster")
@@ -396,7 +396,7 @@ def _add_client_commands(commands) -> None:
         p.add_argument("--api-key", help="API key (default: $AUDITOR_API_KEY)")
 
     def audit_flags(p) -> None:
-        p.add_argument("--strategy", choices=("auto", "group", "loo", "banzhaf"), default="auto")
+        p.add_argument("--strategy", choices=("auto", "group", "core", "loo", "banzhaf"), default="auto")
         p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--confirm-seeds", type=int, default=6)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Strategy = Literal["auto", "loo", "banzhaf", "group"]
+Strategy = Literal["auto", "loo", "banzhaf", "group", "core"]
 ModelKind = Literal["ssm", "network"]
 
 

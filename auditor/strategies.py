@@ -19,6 +19,9 @@ Strategies
 ``group``   adaptive group testing (the default): find a clean base by removing the most
             suspicious examples in growing prefixes, measure what each removed example
             does when added back, then add back the harmless ones jointly.
+``core``    tests on a small core: find where the harm is by removing screen-ordered
+            prefixes, then test each candidate by adding it to a small random core, where
+            one example's harm is large and the noise of common random numbers small.
 ``loo``     leave-one-out: the effect of removing each example alone.
 ``banzhaf`` random half-subsets and each example's Banzhaf value (Wang & Jia, 2023).
 Every strategy ends with the confirmation round of :func:`confirm`.
@@ -242,9 +245,11 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     return _finish(flagged, scores, context, oracle, details)
 
 
-def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context) -> list[np.ndarray]:
-    """Errors of models trained on each mask, one per search seed: list of (seeds,)."""
-    seeds = [context.seed + j for j in range(context.search_seeds)]
+def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context,
+            seeds: list[int] | None = None) -> list[np.ndarray]:
+    """Errors of models trained on each mask under each seed (default: the search seeds):
+    list of (seeds,)."""
+    seeds = seeds or [context.seed + j for j in range(context.search_seeds)]
     outs = oracle.ask([Trial(m, s) for m in masks for s in seeds])
     k = len(seeds)
     return [np.array([max(o.error, 1e-12) for o in outs[i * k:(i + 1) * k]]) for i in range(len(masks))]
@@ -283,6 +288,135 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
 def _between(lo: int, hi: int, count: int) -> list[int]:
     """Up to ``count`` distinct integers spread over [lo, hi], both ends included."""
     return sorted({lo + round((hi - lo) * i / max(count - 1, 1)) for i in range(count)})
+
+
+# --------------------------------------------------------------------------- tests on a small core
+
+
+CORE_SIZE = 64           # examples in the small core that one example is added to when tested
+CONTROLS = 8             # examples drawn like the core and tested like candidates: the null
+NULL_Z = 4.0             # a harm counts beyond the controls' median + NULL_Z robust deviations
+MIN_EFFECT = math.log(1.2)   # smallest harm a test counts: the core's error up by 20%
+
+
+def core_testing(context: Context, oracle: Oracle) -> Verdict:
+    """Find the examples that measurably harm generalization, by tests on a small clean core.
+
+    Measured facts behind it: one poison among hundreds of examples may do no visible harm
+    on its own, while a few together ruin generalization; a poison's push on the training
+    dynamics grows with its share of the training set; and under common random numbers
+    (the same seed) adding one clean example to a set barely moves the trained model's
+    error. So an example is tested where its effect is large and the noise small:
+
+    1. *Where the harm is.* Remove growing prefixes of the screen order (most suspicious
+       first); the knee is the smallest prefix that undoes at least half of the harm (in
+       log error). The candidates are the first twice-the-knee examples of the order: the
+       margin holds weaker poisons that the screen ranks later.
+    2. *A small core and controls,* drawn at random from beyond every candidate the search
+       may reach: ``CORE_SIZE`` examples, so that one added example holds a large share
+       of the core's training set, and ``CONTROLS`` more.
+    3. *Tests.* Each control and each candidate is added to the core alone (candidates
+       in small groups, split in halves while harmful, when the budget is short): harm
+       h = log error(core + group) - log error(core), under each search seed when the
+       budget has room (else the first). A candidate is flagged if, under every seed, its
+       harm exceeds both ``MIN_EFFECT`` and the controls' median + ``NULL_Z`` robust
+       deviations.
+    4. *Joint check.* Retrain on everything but the flagged set: if its error is not back
+       near the clean level (``CLEAN_SHARE``), the candidates are doubled once and step 3
+       goes on with the new ones, while the budget lasts.
+    5. Confirm over fresh seeds (:func:`confirm`).
+
+    Every decision is a measured error of retrained models; the screen only orders the
+    search (which examples are candidates, which form the core).
+    """
+    n = context.n
+    order = _order(context)
+    full = _errors(oracle, [np.ones(n, bool)], context)[0]
+
+    # (1) prefix search: doubling sizes; the knee undoes half the harm
+    sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
+    errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
+    best = min(e.max() for e in errors.values())
+    details = {"full_error": float(full.max()),
+               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
+    if not full.min() > MIN_HARM_RATIO * best:
+        details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
+        return _finish([], _screen_scores(context), context, oracle, details)
+    half = math.sqrt(best * float(full.min()))
+    knee = min(s for s, e in errors.items() if e.max() <= half)
+    details["knee"] = int(knee)
+
+    # (2) the core and the controls: a seeded random sample of the examples beyond every
+    # candidate the search may reach (twice the first candidates); random, so that they are
+    # typical (the screen's least suspicious tail holds the smallest, least informative
+    # sequences, on which a model does not learn to extrapolate)
+    reach = min(4 * knee, n - min(n // 2, CORE_SIZE + CONTROLS))        # at least half the set stays out
+    rest = np.random.default_rng(context.seed).permutation(order[reach:])
+    controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
+    core = _with(np.zeros(n, bool), rest[len(controls):len(controls) + CORE_SIZE])
+    # every test runs under each search seed when the budget has room for testing all the
+    # candidates the search may reach that way, else under the first
+    k = context.search_seeds
+    room = context.budget - len(oracle.search_keys)
+    seeds = [context.seed + j for j in range(k if k * (1 + len(controls) + reach + 2) <= room else 1)]
+    core_error = _errors(oracle, [core], context, seeds=seeds)[0]                    # (S,)
+    details.update(core_size=int(core.sum()), core_error=float(core_error.max()), test_seeds=len(seeds))
+
+    harm = np.full((len(seeds), n), np.nan)                                 # log error ratios (S, n)
+    _test(oracle, seeds, core, core_error, [[i] for i in controls], harm, np.full(len(seeds), np.inf))
+    null = harm[:, controls]                                                # (S, controls)
+    tau = np.full(len(seeds), MIN_EFFECT)                                   # (S,)
+    if controls:
+        med = np.median(null, axis=1)
+        spread = 1.4826 * np.median(np.abs(null - med[:, None]), axis=1)       # robust deviation
+        tau = np.maximum(tau, med + NULL_Z * spread)
+    details.update(control_harms=np.round(null, 4).tolist(), threshold=tau.tolist())
+
+    # (3) + (4) test candidates in screen order, doubling them until the rest is clean
+    limit = _clean_limit(errors.get(2 * knee, errors[knee]), float(full.min()))      # (seeds,)
+    tested, size, flagged = 0, min(2 * knee, reach), []
+    while True:
+        new = [int(i) for i in order[tested:size]]
+        room = (context.budget - len(oracle.search_keys) - k) // len(seeds)       # keep the joint check
+        group = max(1, math.ceil(2 * len(new) / max(room, 1)))
+        try:
+            _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
+                  harm, tau)
+        except BudgetExhausted:
+            details["budget"] = "exhausted while testing: harmful groups not split further are flagged whole"
+        tested = size
+        flagged = sorted(int(i) for i in order[:tested] if (harm[:, i] > tau).all())
+        try:
+            rest_error = _errors(oracle, [_without(n, flagged)], context)[0]
+        except BudgetExhausted:
+            details.setdefault("budget", "exhausted before the joint check")
+            break
+        details.update(candidates=int(tested), group_size=group, rest_error=float(rest_error.max()))
+        if (rest_error <= limit).all() or size >= reach or "budget" in details:
+            break
+        size = min(2 * size, reach)
+
+    low = np.fmin.reduce(harm, axis=0)                                      # (n,) least harm over seeds
+    scores = np.where(np.isnan(low), np.nanmin(low) if np.isfinite(low).any() else 0.0, low)
+    scores = scores + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
+    scores[flagged] += 1.0 + max(float(np.nanmax(scores)), 0.0)            # flagged rank first
+    return _finish(flagged, scores, context, oracle, details)
+
+
+def _test(oracle: Oracle, seeds: list[int], core: np.ndarray, core_error: np.ndarray, groups: list[list[int]],
+          harm: np.ndarray, tau: np.ndarray) -> None:
+    """Add each group to the core under each seed; split groups harmful under any seed in
+    halves until single examples; write each example's harm (S, n) (its group's while it
+    was not tested alone)."""
+    while groups:
+        outs = oracle.ask([Trial(_with(core, g), s) for g in groups for s in seeds])
+        split = []
+        for i, g in enumerate(groups):
+            h = np.array([_log_error(o) for o in outs[i * len(seeds):(i + 1) * len(seeds)]]) - np.log(core_error)
+            harm[:, g] = h[:, None]
+            if len(g) > 1 and (h > tau).any():
+                split += [g[:len(g) // 2], g[len(g) // 2:]]
+        groups = split
 
 
 # --------------------------------------------------------------------------- leave-one-out, Banzhaf
@@ -401,6 +535,7 @@ def _rank01(values: np.ndarray) -> np.ndarray:
 
 STRATEGIES: dict[str, Callable[[Context, Oracle], Verdict]] = {
     "group": group_testing,
+    "core": core_testing,
     "loo": leave_one_out,
     "banzhaf": banzhaf,
 }
@@ -418,5 +553,5 @@ def resolve(strategy: str, *, n: int, budget: int | None) -> tuple[str, int]:
     name = "group" if strategy == "auto" else strategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
-    default = {"loo": n + 1, "banzhaf": 2000, "group": max(160, n // 5 + 32)}[name]
+    default = {"loo": n + 1, "banzhaf": 2000, "group": max(160, n // 5 + 32), "core": max(160, n // 5 + 32)}[name]
     return name, budget or default

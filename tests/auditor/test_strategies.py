@@ -87,3 +87,55 @@ def test_default_group_budget_at_n_1000_is_under_a_quarter_of_leave_one_out():
     _, budget = resolve("auto", n=1000, budget=None)
     confirmation = 3 * AuditConfig().confirm_seeds
     assert budget + confirmation <= 0.25 * 1001
+
+
+def _synthetic_audit(context, error_of):
+    """Drive ``plan`` to its verdict, answering every trial with ``error_of(mask, seed)``."""
+    outcomes = {}
+    while True:
+        step = plan("core", context, outcomes)
+        if isinstance(step, Verdict):
+            return step, outcomes
+        outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed)) for t in step})
+
+
+def test_core_testing_finds_weak_harm_on_a_small_core():
+    # A harm that grows with the harmful examples' share of the training set: 30 strong
+    # and 30 weak harmful examples among 1000, ranked by a noisy screen among 100 clean
+    # ones. Without the strong ones, the weak ones raise the full set's error by 1.7x only,
+    # but each one alone raises the error of a small core measurably. (One strong example
+    # that the screen ranks past every candidate may go: without it the rest is clean.)
+    n = 1000
+    rng = np.random.default_rng(0)
+    weight = np.zeros(n)
+    harmful = rng.choice(n, 60, replace=False)
+    weight[harmful[:30]], weight[harmful[30:]] = 20.0, 2.0
+    screen = rng.random(n)
+    screen[harmful] += 0.9
+
+    def error_of(mask, seed):
+        share = weight[mask].sum() / mask.sum()
+        return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * share, 4.0))
+
+    context = Context(n=n, budget=232, screen=screen, confirm_seeds=4)
+    verdict, outcomes = _synthetic_audit(context, error_of)
+    flagged = set(verdict.flagged)
+    assert flagged <= set(int(i) for i in harmful)
+    assert len(flagged) >= 57
+    assert verdict.confirmation["confirmed"]
+    assert len(outcomes) <= 232 + 3 * 4
+    assert verdict.details["threshold"] >= np.log(1.2)
+
+
+def test_core_testing_splits_harmful_groups_when_the_budget_is_short():
+    n = 400
+    weight = np.zeros(n)
+    weight[:12] = 10.0
+    screen = -np.arange(n, dtype=float)               # harmful first, then everything else
+
+    def error_of(mask, seed):
+        return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+
+    verdict, _ = _synthetic_audit(Context(n=n, budget=60, screen=screen, confirm_seeds=2), error_of)
+    assert verdict.details["group_size"] > 1
+    assert verdict.flagged == list(range(12))
