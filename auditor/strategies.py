@@ -181,16 +181,10 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     """
     n = context.n
     order = _order(context)
-    full = _errors(oracle, [np.ones(n, bool)], context)[0]
-
     # (1) prefix search: doubling sizes, then a finer pass below the first clean size
-    sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
-    errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
+    full, errors, details = _prefix_search(context, oracle, order)
     best = min(e.max() for e in errors.values())
-    details = {"full_error": float(full.max()),
-               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
     if not full.min() > MIN_HARM_RATIO * best:
-        details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
         return _finish([], _screen_scores(context), context, oracle, details)
     clean_level = _clean_limit(best, float(full.min()), BASE_SHARE)
     s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
@@ -243,6 +237,22 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     scores = harm + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
     scores[flagged] += 1.0 + max(harm.max(), 0.0)                            # flagged rank first
     return _finish(flagged, scores, context, oracle, details)
+
+
+def _prefix_search(context: Context, oracle: Oracle, order: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """Errors with all data (seeds,) and without each doubling prefix of ``order``
+    ({size: (seeds,)}), and the details; ``details["reason"]`` is set when no prefix
+    lowers the error by ``MIN_HARM_RATIO`` (nothing to search for)."""
+    n = context.n
+    full = _errors(oracle, [np.ones(n, bool)], context)[0]
+    sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
+    errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
+    best = min(e.max() for e in errors.values())
+    details = {"full_error": float(full.max()),
+               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
+    if not full.min() > MIN_HARM_RATIO * best:
+        details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
+    return full, errors, details
 
 
 def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context,
@@ -331,16 +341,10 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     """
     n = context.n
     order = _order(context)
-    full = _errors(oracle, [np.ones(n, bool)], context)[0]
-
     # (1) prefix search: doubling sizes; the knee undoes half the harm
-    sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
-    errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
+    full, errors, details = _prefix_search(context, oracle, order)
     best = min(e.max() for e in errors.values())
-    details = {"full_error": float(full.max()),
-               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
     if not full.min() > MIN_HARM_RATIO * best:
-        details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
         return _finish([], _screen_scores(context), context, oracle, details)
     half = math.sqrt(best * float(full.min()))
     knee = min(s for s, e in errors.items() if e.max() <= half)
