@@ -305,8 +305,8 @@ def _between(lo: int, hi: int, count: int) -> list[int]:
 
 CORE_SIZE = 64           # examples in the small core that one example is added to when tested
 CONTROLS = 8             # examples drawn like the core and tested like candidates: the null
-NULL_Z = 4.0             # a harm counts beyond the controls' median + NULL_Z robust deviations
-MIN_EFFECT = math.log(1.2)   # smallest harm a test counts: the core's error up by 20%
+CORE_DRAWS = 3           # cores drawn at most, until one that every control leaves clean
+MIN_EFFECT = math.log(1.2)   # the least harm a test counts: the core's error up by 20%
 
 
 def core_testing(context: Context, oracle: Oracle) -> Verdict:
@@ -323,17 +323,22 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        log error). The candidates are the first twice-the-knee examples of the order: the
        margin holds weaker poisons that the screen ranks later.
     2. *A small core and controls,* drawn at random from beyond every candidate the search
-       may reach: ``CORE_SIZE`` examples, so that one added example holds a large share
-       of the core's training set, and ``CONTROLS`` more.
+       may reach: ``CONTROLS`` examples, and ``CORE_SIZE`` examples so that one added
+       example holds a large share of the core's training set. A core on which a control
+       does harm is fragile; up to ``CORE_DRAWS`` cores are drawn until one is not.
     3. *Tests.* Each control and each candidate is added to the core alone (candidates
        in small groups, split in halves while harmful, when the budget is short): harm
        h = log error(core + group) - log error(core), under each search seed when the
-       budget has room (else the first). A candidate is flagged if, under every seed, its
-       harm exceeds both ``MIN_EFFECT`` and the controls' median + ``NULL_Z`` robust
-       deviations.
-    4. *Joint check.* Retrain on everything but the flagged set: if its error is not back
-       near the clean level (``CLEAN_SHARE``), the candidates are doubled once and step 3
-       goes on with the new ones, while the budget lasts.
+       budget has room (else the first). A candidate is flagged if, under every seed,
+       the core with it is no longer clean (h > ``CLEAN_SHARE`` x log(error(all) /
+       error(core)), the rule that judges every set clean) and it does more harm than
+       every control.
+    4. *Joint check.* Retrain on everything but the flagged set. If its error is not back
+       near the clean level (``BASE_SHARE`` of the way from the error without twice the
+       knee to the full set's), every candidate that does more harm than every control
+       and ``MIN_EFFECT`` is flagged instead; if the rest is still not clean, the
+       candidates are doubled once and step 3 goes on with the new ones, while the
+       budget lasts.
     5. Confirm over fresh seeds (:func:`confirm`).
 
     Every decision is a measured error of retrained models; the screen only orders the
@@ -350,53 +355,72 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     knee = min(s for s, e in errors.items() if e.max() <= half)
     details["knee"] = int(knee)
 
-    # (2) the core and the controls: a seeded random sample of the examples beyond every
+    # (2) the controls and the core: seeded random samples of the examples beyond every
     # candidate the search may reach (twice the first candidates); random, so that they are
     # typical (the screen's least suspicious tail holds the smallest, least informative
     # sequences, on which a model does not learn to extrapolate)
     reach = min(4 * knee, n - min(n // 2, CORE_SIZE + CONTROLS))        # at least half the set stays out
     rest = np.random.default_rng(context.seed).permutation(order[reach:])
     controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
-    core = _with(np.zeros(n, bool), rest[len(controls):len(controls) + CORE_SIZE])
+    pool = rest[len(controls):]
     # every test runs under each search seed when the budget has room for testing all the
     # candidates the search may reach that way, else under the first
     k = context.search_seeds
     room = context.budget - len(oracle.search_keys)
-    seeds = [context.seed + j for j in range(k if k * (1 + len(controls) + reach + 2) <= room else 1)]
-    core_error = _errors(oracle, [core], context, seeds=seeds)[0]                    # (S,)
-    details.update(core_size=int(core.sum()), core_error=float(core_error.max()), test_seeds=len(seeds))
+    seeds = [context.seed + j for j in range(k if k * (CORE_DRAWS * (1 + len(controls)) + reach + 2) <= room else 1)]
 
-    harm = np.full((len(seeds), n), np.nan)                                 # log error ratios (S, n)
-    _test(oracle, seeds, core, core_error, [[i] for i in controls], harm, np.full(len(seeds), np.inf))
+    # a candidate is harmful if the core with it is not clean (its log error lies more than
+    # CLEAN_SHARE of the way from the core's to the full set's) and it does more harm than
+    # every control. A core that a control already leaves unclean is fragile (it sits where
+    # any addition tips the training into a worse mode): up to CORE_DRAWS cores are drawn,
+    # and the first that every control leaves clean is kept (else the least fragile).
+    draws = []
+    for d in range(CORE_DRAWS):
+        picked = np.random.default_rng([context.seed, d]).permutation(pool)[:CORE_SIZE]
+        core = _with(np.zeros(n, bool), picked)
+        core_error = _errors(oracle, [core], context, seeds=seeds)[0]                  # (S,)
+        harm = np.full((len(seeds), n), np.nan)                             # log error ratios (S, n)
+        _test(oracle, seeds, core, core_error, [[i] for i in controls], harm, np.full(len(seeds), np.inf))
+        unclean = np.maximum(CLEAN_SHARE * np.log(full[:len(seeds)] / core_error), 0.0)  # (S,)
+        excess = float((harm[:, controls].max(axis=1) - unclean).max()) if controls else -1.0
+        draws.append((excess, d, core, core_error, harm, unclean))
+        if excess < 0:
+            break
+    excess, d, core, core_error, harm, unclean = min(draws, key=lambda t: (t[0], t[1]))
     null = harm[:, controls]                                                # (S, controls)
-    tau = np.full(len(seeds), MIN_EFFECT)                                   # (S,)
-    if controls:
-        med = np.median(null, axis=1)
-        spread = 1.4826 * np.median(np.abs(null - med[:, None]), axis=1)       # robust deviation
-        tau = np.maximum(tau, med + NULL_Z * spread)
-    details.update(control_harms=np.round(null, 4).tolist(), threshold=tau.tolist())
+    tau = np.maximum(unclean, null.max(axis=1)) if controls else unclean    # (S,)
+    details.update(core_size=int(core.sum()), core_error=float(core_error.max()), core_draws=len(draws),
+                   test_seeds=len(seeds), control_harms=np.round(null, 4).tolist(), threshold=tau.tolist())
 
-    # (3) + (4) test candidates in screen order, doubling them until the rest is clean
-    limit = _clean_limit(errors.get(2 * knee, errors[knee]), float(full.min()))      # (seeds,)
+    # (3) + (4) test candidates in screen order; flag those past the threshold, or, if the
+    # rest is not clean without them, every one that does more harm than the controls and
+    # MIN_EFFECT; double the candidates while the rest is not clean
+    weak = np.maximum(null.max(axis=1) if controls else 0.0, MIN_EFFECT)      # (S,)
+    limit = _clean_limit(errors.get(2 * knee, errors[knee]), float(full.min()), BASE_SHARE)   # (seeds,)
     tested, size, flagged = 0, min(2 * knee, reach), []
     while True:
         new = [int(i) for i in order[tested:size]]
-        room = (context.budget - len(oracle.search_keys) - k) // len(seeds)       # keep the joint check
+        room = (context.budget - len(oracle.search_keys) - 2 * k) // len(seeds)   # keep the joint checks
         group = max(1, math.ceil(2 * len(new) / max(room, 1)))
         try:
             _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
-                  harm, tau)
+                  harm, weak)
         except BudgetExhausted:
             details["budget"] = "exhausted while testing: harmful groups not split further are flagged whole"
-        tested = size
-        flagged = sorted(int(i) for i in order[:tested] if (harm[:, i] > tau).all())
-        try:
-            rest_error = _errors(oracle, [_without(n, flagged)], context)[0]
-        except BudgetExhausted:
-            details.setdefault("budget", "exhausted before the joint check")
-            break
-        details.update(candidates=int(tested), group_size=group, rest_error=float(rest_error.max()))
-        if (rest_error <= limit).all() or size >= reach or "budget" in details:
+        tested, clean = size, False
+        for level in (tau, weak):
+            flagged = sorted(int(i) for i in order[:tested] if (harm[:, i] > level).all())
+            try:
+                rest_error = _errors(oracle, [_without(n, flagged)], context)[0]
+            except BudgetExhausted:
+                details.setdefault("budget", "exhausted before the joint check")
+                break
+            clean = bool((rest_error <= limit).all())
+            details.update(candidates=int(tested), group_size=group, rest_error=float(rest_error.max()),
+                           weak_flagged=level is weak)
+            if clean:
+                break
+        if clean or size >= reach or "budget" in details:
             break
         size = min(2 * size, reach)
 
@@ -551,11 +575,11 @@ def resolve(strategy: str, *, n: int, budget: int | None) -> tuple[str, int]:
     ``auto`` is group testing at every size: leave-one-out and Banzhaf values cannot see
     a harm that one remaining poison already causes (see :func:`group_testing`). Default
     budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(160, n // 5 + 32) for group
-    testing (at n = 1000: 232, so with the 3 x 6 confirmation trials under a quarter of the
-    1001 trials of leave-one-out).
+    testing and core tests (at n = 1000: 232, so with the 3 x 6 confirmation trials under a
+    quarter of the 1001 trials of leave-one-out).
     """
     name = "group" if strategy == "auto" else strategy
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: auto, {', '.join(STRATEGIES)}")
-    default = {"loo": n + 1, "banzhaf": 2000, "group": max(160, n // 5 + 32), "core": max(160, n // 5 + 32)}[name]
+    default = {"loo": n + 1, "banzhaf": 2000}.get(name, max(160, n // 5 + 32))
     return name, budget or default

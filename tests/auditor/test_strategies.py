@@ -102,14 +102,15 @@ def _synthetic_audit(context, error_of):
 def test_core_testing_finds_weak_harm_on_a_small_core():
     # A harm that grows with the harmful examples' share of the training set: 30 strong
     # and 30 weak harmful examples among 1000, ranked by a noisy screen among 100 clean
-    # ones. Without the strong ones, the weak ones raise the full set's error by 1.7x only,
-    # but each one alone raises the error of a small core measurably. (One strong example
+    # ones. Without the strong ones, the weak ones raise the full set's error by 2.7x only
+    # (each alone does nothing visible there), but each one alone raises the error of a small
+    # core measurably. (One strong example
     # that the screen ranks past every candidate may go: without it the rest is clean.)
     n = 1000
     rng = np.random.default_rng(0)
     weight = np.zeros(n)
     harmful = rng.choice(n, 60, replace=False)
-    weight[harmful[:30]], weight[harmful[30:]] = 20.0, 2.0
+    weight[harmful[:30]], weight[harmful[30:]] = 20.0, 4.0
     screen = rng.random(n)
     screen[harmful] += 0.9
 
