@@ -103,9 +103,9 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
     # A harm that grows with the harmful examples' share of the training set: 30 strong
     # and 30 weak harmful examples among 1000, ranked by a noisy screen among 100 clean
     # ones. Without the strong ones, the weak ones raise the full set's error by 2.7x only
-    # (each alone does nothing visible there), but each one alone raises the error of a small
-    # core measurably. (One strong example
-    # that the screen ranks past every candidate may go: without it the rest is clean.)
+    # (each alone does nothing visible there), but each one alone raises the error of a
+    # small core measurably. (One strong example that the screen ranks past every
+    # candidate may go: without it the rest is clean.)
     n = 1000
     rng = np.random.default_rng(0)
     weight = np.zeros(n)
@@ -125,7 +125,7 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
     assert len(flagged) >= 57
     assert verdict.confirmation["confirmed"]
     assert len(outcomes) <= 232 + 3 * 4
-    assert verdict.details["threshold"] >= np.log(1.2)
+    assert min(verdict.details["threshold"]) >= np.log(1.2)
 
 
 def test_core_testing_splits_harmful_groups_when_the_budget_is_short():
