@@ -182,9 +182,8 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     n = context.n
     order = _order(context)
     # (1) prefix search: doubling sizes, then a finer pass below the first clean size
-    full, errors, details = _prefix_search(context, oracle, order)
-    best = min(e.max() for e in errors.values())
-    if not full.min() > MIN_HARM_RATIO * best:
+    full, errors, best, details = _prefix_search(context, oracle, order)
+    if "reason" in details:                                                 # nothing to search for
         return _finish([], _screen_scores(context), context, oracle, details)
     clean_level = _clean_limit(best, float(full.min()), BASE_SHARE)
     s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
@@ -239,10 +238,11 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     return _finish(flagged, scores, context, oracle, details)
 
 
-def _prefix_search(context: Context, oracle: Oracle, order: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+def _prefix_search(context: Context, oracle: Oracle,
+                   order: np.ndarray) -> tuple[np.ndarray, dict, float, dict]:
     """Errors with all data (seeds,) and without each doubling prefix of ``order``
-    ({size: (seeds,)}), and the details; ``details["reason"]`` is set when no prefix
-    lowers the error by ``MIN_HARM_RATIO`` (nothing to search for)."""
+    ({size: (seeds,)}), the best prefix error, and the details; ``details["reason"]`` is
+    set when no prefix lowers the error by ``MIN_HARM_RATIO`` (nothing to search for)."""
     n = context.n
     full = _errors(oracle, [np.ones(n, bool)], context)[0]
     sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
@@ -252,7 +252,7 @@ def _prefix_search(context: Context, oracle: Oracle, order: np.ndarray) -> tuple
                "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
     if not full.min() > MIN_HARM_RATIO * best:
         details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
-    return full, errors, details
+    return full, errors, best, details
 
 
 def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context,
@@ -347,9 +347,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     n = context.n
     order = _order(context)
     # (1) prefix search: doubling sizes; the knee undoes half the harm
-    full, errors, details = _prefix_search(context, oracle, order)
-    best = min(e.max() for e in errors.values())
-    if not full.min() > MIN_HARM_RATIO * best:
+    full, errors, best, details = _prefix_search(context, oracle, order)
+    if "reason" in details:                                                 # nothing to search for
         return _finish([], _screen_scores(context), context, oracle, details)
     half = math.sqrt(best * float(full.min()))
     knee = min(s for s, e in errors.items() if e.max() <= half)
