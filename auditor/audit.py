@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from auditor.config import AuditConfig
 from auditor.data import Dataset, DatasetError
@@ -93,7 +94,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     start = time.perf_counter()
     executor = executor or InlineExecutor(build_problem(dataset, config))
     problem = executor.problem
-    strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget)
+    strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget, task=dataset.task)
     outcomes = {} if outcomes is None else outcomes
     if screens is None:
         if progress:
@@ -124,5 +125,5 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
 
 def _rank_max(columns: list[np.ndarray]) -> np.ndarray:
     """Each example's highest normalized rank over the screens, in [0, 1]."""
-    ranks = [np.argsort(np.argsort(np.asarray(c, float), kind="stable"), kind="stable") for c in columns]
+    ranks = [stats.rankdata(np.asarray(c, float), method="min") - 1 for c in columns]   # ties: lowest rank
     return np.max(ranks, axis=0) / max(len(columns[0]) - 1, 1)

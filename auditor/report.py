@@ -8,7 +8,9 @@
 ``generalization``  ``with_all`` / ``without_flagged`` / ``without_random`` error summaries
                     (``geomean``, ``ci95``, ``errors``, ``effective_rank``) and ``metric``
 ``confirmation``    ``confirmed``, ``p_value``, ``effect_log_ratio``, ``effect_ci95``,
-                    ``error_ratio``, ``seeds``, and ``tested`` (the set removed in the round)
+                    ``error_ratio``, ``p_value_vs_random``, ``error_ratio_vs_random`` (against
+                    removing a random set of the same size), ``seeds``, and ``tested`` (the
+                    set removed in the round)
 ``evaluation``      only with ground truth: ``precision``, ``recall``, ``auroc``, the
                     detector's ``precision_at_k``/``recall_at_k``, ``poisons`` and
                     ``baselines`` (each screen's ``auroc``, ``precision_at_k``, ``recall_at_k``)
@@ -37,7 +39,8 @@ from auditor.audit import AuditResult
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 
-CONFIRMATION_KEYS = ("confirmed", "p_value", "effect_log_ratio", "effect_ci95", "error_ratio", "seeds")
+CONFIRMATION_KEYS = ("confirmed", "p_value", "effect_log_ratio", "effect_ci95", "error_ratio",
+                     "p_value_vs_random", "error_ratio_vs_random", "seeds")
 GENERALIZATION_GROUPS = ("with_all", "without_flagged", "without_random")
 SUMMARY_KEYS = ("geomean", "ci95", "errors", "effective_rank")
 DPI = 90
@@ -258,7 +261,8 @@ def status_line(report: dict, *, n: int) -> str:
                 f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))}")
     elif tested:
         text = (f"No harmful examples confirmed: removing {len(tested)} candidate(s) changed the {metric} "
-                f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))} over {len(conf.get('seeds', []))} seeds, "
+                f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))} (against removing a random set of the "
+                f"same size: p = {_num(conf.get('p_value_vs_random'))}) over {len(conf.get('seeds', []))} seeds, "
                 "not significant")
     else:
         reason = report.get("details", {}).get("reason")

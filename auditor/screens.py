@@ -12,6 +12,8 @@ Screens
 -------
 ``gamma0``               the paper's mechanism (Slutzky et al., arXiv 2410.10473): each
                          example's share of the gamma0 term that pushes all entries of A up.
+``trace_push``           the same mechanism at every position: each example's push on the
+                         loss gradient along the uniform direction of A (all entries at once).
 ``gradient_similarity``  TracIn (Pruthi et al., 2020) against the trusted set: how much a
                          step on the example raises the trusted loss, summed over checkpoints.
 ``loss_trajectory``      BaDLoss-like (backdoor detection by loss dynamics): kNN anomaly of the
@@ -37,7 +39,7 @@ from sklearn.neighbors import NearestNeighbors
 from auditor.ssm import Params, SSMSpec, forward, impulse_response, reverse_time, ssm_output
 from auditor.train import TrainConfig, autograd_loss_and_grad, train_many
 
-SCREENS = ("gamma0", "gradient_similarity", "loss_trajectory", "spectral", "isolation_forest")
+SCREENS = ("gamma0", "trace_push", "gradient_similarity", "loss_trajectory", "spectral", "isolation_forest")
 
 _DTYPE = torch.float64
 
@@ -161,6 +163,30 @@ def gamma0_scores(*, trajectory: list[Params], x, y, signed: bool = False) -> np
     return _finite(score)
 
 
+def trace_push_scores(*, trajectory: list[Params], x, y) -> np.ndarray:
+    """Each example's push on all entries of A together, at every position, over the checkpoints.
+
+    The paper's harm is a push that raises every a_i at once (the gamma0 term); gamma0
+    keeps only its first-order part, the input at position k-1 (a_i^0 in (2)). The full
+    push of example n is its loss gradient along the uniform direction of A,
+
+        u_n(t) = sum_i dl_n/da_i = 2 r_n sum_i c_i b_i sum_{j>=2} (j-1) a_i^(j-2) x_n[K-j+1]
+
+    (from (2); r_n as in :func:`output_residual`), which weights the input at distance j-1
+    from the end by a_i^(j-2): position k-1 alone at a = 0, earlier positions as A grows.
+    score_n = sum_t |u_n(t)|. Unlike gamma0 it sees a poison placed anywhere in the
+    sequence, at the price of also seeing large clean inputs late in a sequence.
+    """
+    x_rev, y_t = _tensors(x, y)
+    score = torch.zeros(y_t.shape[0], dtype=_DTYPE)                          # (n,)
+    for params in _models(trajectory):
+        d = params["a"].shape[1]
+        g_a = per_example_grads(params, x_rev, y_t)[:, :d]                    # dl_n/da_i, (n, d)
+        u = g_a.sum(1).abs()                                                  # |u_n(t)|, (n,)
+        score += u / u.sum().clamp_min(1e-300)                                # its share at t
+    return _finite(score)
+
+
 def gradient_similarity_scores(*, trajectory: list[Params], x, y, x_val, y_val,
                                normalize: bool = False) -> np.ndarray:
     """TracIn against the trusted set: score_n = sum_t -<g_n(t), g_val(t)>.
@@ -277,6 +303,7 @@ def run_screens(*, spec: SSMSpec, x, y, x_val, y_val, config: TrainConfig, seed:
     trajectory = [snaps[i] for i in keep]
     return {
         "gamma0": gamma0_scores(trajectory=trajectory, x=x, y=y),
+        "trace_push": trace_push_scores(trajectory=trajectory, x=x, y=y),
         "gradient_similarity": gradient_similarity_scores(trajectory=trajectory, x=x, y=y,
                                                           x_val=x_val, y_val=y_val),
         "loss_trajectory": loss_trajectory_scores(trajectory=trajectory, x=x, y=y),

@@ -134,13 +134,16 @@ class AuditProblem:
     device: str = "cpu"
     dtype: str = "float64"
     # Screens whose scores order the search, combined by each example's highest rank, so
-    # an example either finds suspicious is removed early: gamma0 (the paper's mechanism:
-    # energy that drives all entries of A up together) and loss trajectories
-    # (mechanism-agnostic; it also ranks harmless outliers early, which the search then puts
-    # back). Measured on the benchmarks: gamma0 is blind to poisons placed off position k-1,
-    # loss trajectories are not; gradient similarity to the trusted set flips sign between
-    # placements and only reports.
-    ordering: tuple[str, ...] = ("gamma0", "loss_trajectory")
+    # an example any of them finds suspicious is removed early: gamma0 (the paper's
+    # mechanism: a push on all entries of A together, through the input at position k-1),
+    # trace_push (the same push through every position, as each example's share per
+    # checkpoint) and loss trajectories (mechanism-agnostic; it also ranks harmless outliers
+    # early, which the search then puts back). Measured on the benchmarks: gamma0 is blind to
+    # poisons placed off position k-1 (all its scores tie at 0, and a tie ranks lowest),
+    # trace_push and loss trajectories are not (AUROC of the combined order 0.88-0.98 with
+    # the poisons at k-2, against 0.79-0.90 without trace_push); gradient similarity to the
+    # trusted set flips sign between placements and only reports.
+    ordering: tuple[str, ...] = ("gamma0", "trace_push", "loss_trajectory")
 
     @property
     def n(self) -> int:

@@ -14,6 +14,7 @@ from auditor.screens import (
     rank_average,
     run_screens,
     spectral_signature_scores,
+    trace_push_scores,
 )
 from auditor.ssm import SSMSpec, forward, init_params, reverse_time, teacher_params
 from auditor.train import TrainConfig, autograd_loss_and_grad, ssm_loss_and_grad, train_many
@@ -203,3 +204,26 @@ def test_isolation_forest_is_seeded():
     x = np.random.default_rng(0).standard_normal((50, 6))
     np.testing.assert_array_equal(isolation_forest_scores(x=x, seed=3, n_estimators=50), isolation_forest_scores(x=x, seed=3, n_estimators=50))
     assert not np.array_equal(isolation_forest_scores(x=x, seed=3, n_estimators=50), isolation_forest_scores(x=x, seed=4, n_estimators=50))
+
+
+def test_trace_push_is_each_examples_share_of_the_uniform_a_gradient():
+    data = _bench("standalone")
+    traj = train_many(SPEC, data["x"], data["y"], np.ones((1, 80)), [0], TrainConfig.fixed(40),
+                      record_every=20).trajectory
+    x_rev, y = reverse_time(torch.as_tensor(data["x"])), torch.as_tensor(data["y"])
+    expected = 0
+    for p in traj:
+        _, gn = ssm_loss_and_grad(_stacked(p, 80), x_rev, y, torch.eye(80, dtype=torch.float64))
+        push = gn["a"].sum(1).abs().numpy()                                   # |sum_i dl_n/da_i|
+        expected = expected + push / push.sum()
+    np.testing.assert_allclose(trace_push_scores(trajectory=traj, x=data["x"], y=data["y"]), expected, rtol=1e-9)
+
+
+def test_trace_push_sees_poisons_that_gamma0_cannot():
+    """Poisons with their energy at position k-2: gamma0 (position k-1 only) scores all
+    zero, trace_push ranks them high."""
+    data = make_benchmark(BenchmarkSpec(kind="standalone", n=80, poison_fraction=0.1, length=6,
+                                        poison_positions=(3,), seed=4))
+    scores = _screens(data)
+    assert roc_auc_score(data["is_poison"], scores["gamma0"]) == 0.5
+    assert roc_auc_score(data["is_poison"], scores["trace_push"]) >= 0.8                   # measured 0.98
