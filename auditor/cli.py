@@ -248,6 +248,8 @@ def _add_bench(commands) -> None:
     t.set_defaults(handler=_run_bench_train)
     d = sub.add_parser("detect", help="precision/recall of the audit and the baselines over a benchmark suite")
     d.add_argument("--quick", action="store_true", help="a 4-set subset instead of the 16-set suite")
+    d.add_argument("--strategy", choices=("auto", "group", "core", "loo", "banzhaf"), default="auto",
+                   help="the audit's strategy (the baselines do not depend on it)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=_run_bench_detect)
 
@@ -284,7 +286,9 @@ def _run_bench_detect(args) -> int:
                           f"flagged={row['flagged']:<3} P={_fmt(d['precision'])} R={_fmt(d['recall'])} "
                           f"trials={d['trials']} {d['seconds']:.0f}s")
 
-    rows = run_suite(specs, on_row=on_row)
+    from auditor.config import AuditConfig
+
+    rows = run_suite(specs, config=AuditConfig(strategy=args.strategy), on_row=on_row)
     summary = summarize(rows)
     if args.json:
         print_json({"rows": rows, "summary": summary})

@@ -59,3 +59,13 @@ def test_bad_files_are_one_line_errors(tmp_path):
         assert out.returncode == 2, (name, out.stderr)
         assert "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("auditor: error:")
+
+
+def test_bench_detect_quick_json_contract():
+    out = _auditor("bench", "detect", "--quick", "--strategy", "group", "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert len(r["rows"]) == 4
+    assert {"precision", "recall", "auroc", "clean_without_flags", "within_1_5x_of_clean"} <= set(r["summary"])
+    assert {"gamma0", "trace_push", "loss_trajectory"} <= set(r["summary"]["baselines"])
+    assert all(row["detector"]["trials"] > 0 for row in r["rows"])
