@@ -16,11 +16,10 @@ search; it never decides a verdict.
 
 Strategies
 ----------
-``core``    tests on a small core (the default for regression from n = 144 on, see
-            :func:`resolve`): find
-            where the harm is by removing screen-ordered prefixes, then test each
-            candidate by adding it to a small random core, where one example's harm is
-            large and the noise of common random numbers small.
+``core``    tests on a small core (the default for regression sets from n = 144 on, see
+            :func:`resolve`): find where the harm is by removing screen-ordered prefixes,
+            then test each candidate by adding it to a small random core, where one
+            example's harm is large and the noise of common random numbers small.
 ``group``   adaptive group testing (the default otherwise): find a clean base by
             removing the most suspicious examples in growing prefixes, measure what each
             removed example does when added back, then add back the harmless ones jointly.
@@ -321,8 +320,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     error. So an example is tested where its effect is large and the noise small:
 
     1. *Where the harm is.* Remove growing prefixes of the screen order (most suspicious
-       first; doubling sizes, then a finer pass below the first that does it); the knee is
-       the smallest prefix that undoes at least half of the harm (in log error). The candidates are the first twice-the-knee examples of the order: the
+       first); the knee is the smallest prefix that undoes at least half of the harm (in
+       log error). The candidates are the first twice-the-knee examples of the order: the
        margin holds weaker poisons that the screen ranks later.
     2. *A small core and controls,* drawn at random from beyond every candidate the search
        may reach: ``CONTROLS`` examples, and ``CORE_SIZE`` examples so that one added
@@ -330,12 +329,12 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        does harm is fragile; up to ``CORE_DRAWS`` cores are drawn until one is not.
     3. *Tests.* Each control and each candidate is added to the core alone (candidates
        in small groups, split in halves while harmful, when the budget is short): harm
-       h = log error(core + group) - log error(reference), under each search seed when the
-       budget has room (else the first); the reference is the median error of the core
-       with one control added (:func:`_reference`). A candidate is flagged if, under every seed,
-       the core with it is no longer clean (h > ``CLEAN_SHARE`` x log(error(all) /
-       error(core)), the rule that judges every set clean) and it does more harm than
-       every control.
+       h = log error(core + group) - log error(reference), under each search seed when
+       the budget has room (else the first); the reference is the median error of the
+       core with one control added (:func:`_reference`). A candidate is flagged if, under
+       every seed, the core with it is no longer clean (h > ``CLEAN_SHARE`` x
+       log(error(all) / error(reference)), the rule that judges every set clean) and it
+       does more harm than every control.
     4. *Joint check.* Retrain on everything but the flagged set. If its error is not back
        near the clean level (``BASE_SHARE`` of the way from the lowest error without a
        prefix to the full set's, as group testing's clean base), the weaker candidates
@@ -451,7 +450,7 @@ def _reference(oracle: Oracle, context: Context, seeds: list[int], core: np.ndar
                controls: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The error a test on ``core`` is measured against, (S,), and the controls' harms
     (S, n; NaN elsewhere): the median over the controls of the error of the core with one
-    control added (the core's own error without controls). The median, not the bare core,
+    control added (the core's own error when there are no controls). The median, not the bare core,
     because a core may sit in a lucky mode of the training that most single additions
     leave (measured: 6 of 8 random clean additions raised one core's error 4x alike)."""
     core_error = _errors(oracle, [core], context, seeds=seeds)[0]                  # (S,)
