@@ -11,6 +11,10 @@ import sys
 
 from auditor.data import DatasetError
 
+# the values of auditor.config.Strategy, spelled out so that building the parser does not
+# import pydantic (tests/auditor/test_cli.py holds the two equal)
+STRATEGY_CHOICES = ("auto", "group", "core", "loo", "banzhaf")
+
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
@@ -128,7 +132,7 @@ def _make_digits(args) -> int:
 def _add_audit(commands) -> None:
     p = commands.add_parser("audit", help="audit a data set (.npz) for clean-label poisons")
     p.add_argument("file")
-    p.add_argument("--strategy", choices=("auto", "group", "core", "loo", "banzhaf"), default="auto")
+    p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
     p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
     p.add_argument("--executor", choices=("inline", "ray"), default="inline",
                    help="where trials train: this process, or retrainer actors on a Ray cluster")
@@ -248,7 +252,7 @@ def _add_bench(commands) -> None:
     t.set_defaults(handler=_run_bench_train)
     d = sub.add_parser("detect", help="precision/recall of the audit and the baselines over a benchmark suite")
     d.add_argument("--quick", action="store_true", help="a 4-set subset instead of the 16-set suite")
-    d.add_argument("--strategy", choices=("auto", "group", "core", "loo", "banzhaf"), default="auto",
+    d.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto",
                    help="the audit's strategy (the baselines do not depend on it)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=_run_bench_detect)
@@ -400,7 +404,7 @@ def _add_client_commands(commands) -> None:
         p.add_argument("--api-key", help="API key (default: $AUDITOR_API_KEY)")
 
     def audit_flags(p) -> None:
-        p.add_argument("--strategy", choices=("auto", "group", "core", "loo", "banzhaf"), default="auto")
+        p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
         p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--confirm-seeds", type=int, default=6)

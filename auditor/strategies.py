@@ -377,10 +377,13 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # every control. A core that a control already leaves unclean is fragile (it sits where
     # any addition tips the training into a worse mode): up to CORE_DRAWS cores are drawn,
     # and the first that every control leaves clean is kept (else the least fragile).
+    def draw(d: int) -> np.ndarray:
+        """Core number d: a seeded random sample of the pool, as a mask (n,)."""
+        return _with(np.zeros(n, bool), np.random.default_rng([context.seed, d]).permutation(pool)[:CORE_SIZE])
+
     draws = []
     for d in range(CORE_DRAWS):
-        picked = np.random.default_rng([context.seed, d]).permutation(pool)[:CORE_SIZE]
-        core = _with(np.zeros(n, bool), picked)
+        core = draw(d)
         core_error, harm = _reference(oracle, context, seeds, core, controls)     # (S,), (S, n)
         unclean = np.maximum(CLEAN_SHARE * np.log(full[:len(seeds)] / core_error), 0.0)  # (S,)
         excess = float((harm[:, controls].max(axis=1) - unclean).max()) if controls else -1.0
@@ -399,8 +402,7 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         than every control's there and ``MIN_EFFECT``; most harmful first (least harm
         over both cores)."""
         seed = [context.seed + k - 1]
-        picked = np.random.default_rng([context.seed, CORE_DRAWS]).permutation(pool)[:CORE_SIZE]
-        second = _with(np.zeros(n, bool), picked)
+        second = draw(CORE_DRAWS)
         second_error, again = _reference(oracle, context, seed, second, controls)
         _test(oracle, seed, second, second_error, [[i] for i in weaker], again, np.full(1, np.inf))
         level = max(float(np.max(again[0, controls], initial=0.0)), MIN_EFFECT)
@@ -413,11 +415,10 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # double the candidates while the rest is not clean
     weak = np.maximum(null.max(axis=1) if controls else 0.0, MIN_EFFECT)      # (S,)
     limit = _clean_limit(best, float(full.min()), BASE_SHARE)              # the clean base's level
+    reserve = k * (2 + math.ceil(math.log2(reach + 1)))    # room kept for the joint checks (a bisection)
     tested, size, flagged = 0, min(2 * knee, reach), []
     while True:
         new = [int(i) for i in order[tested:size]]
-        # keep room for the joint checks (a bisection); the replication takes what is left
-        reserve = k * (2 + math.ceil(math.log2(reach + 1)))
         room = (context.budget - len(oracle.search_keys) - reserve) // len(seeds)
         group = max(1, math.ceil(2 * len(new) / max(room, 1)))
         try:
@@ -450,9 +451,10 @@ def _reference(oracle: Oracle, context: Context, seeds: list[int], core: np.ndar
                controls: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The error a test on ``core`` is measured against, (S,), and the controls' harms
     (S, n; NaN elsewhere): the median over the controls of the error of the core with one
-    control added (the core's own error when there are no controls). The median, not the bare core,
-    because a core may sit in a lucky mode of the training that most single additions
-    leave (measured: 6 of 8 random clean additions raised one core's error 4x alike)."""
+    control added (the core's own error when there are no controls). The median, not the
+    bare core, because a core may sit in a lucky mode of the training that most single
+    additions leave (measured: 6 of 8 random clean additions raised one core's error 4x
+    alike)."""
     core_error = _errors(oracle, [core], context, seeds=seeds)[0]                  # (S,)
     harm = np.full((len(seeds), context.n), np.nan)                         # log error ratios (S, n)
     if not controls:
@@ -582,10 +584,8 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
         groups["without_random"] = outs[2 * k:]
     result = {"seeds": seeds, "generalization": {name: _summary(o) for name, o in groups.items()}}
     if flagged:
-        diff = np.array([_log_error(a) - _log_error(b) for a, b in zip(groups["with_all"], groups["without_flagged"])])
-        result.update(_paired_effect(diff))
-        diff = np.array([_log_error(a) - _log_error(b) for a, b in zip(groups["without_random"], groups["without_flagged"])])
-        vs_random = _paired_effect(diff)
+        result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"])))
+        vs_random = _paired_effect(_log_ratios(groups["without_random"], groups["without_flagged"]))
         result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
     return result
 
@@ -603,6 +603,11 @@ def _t_interval(values: np.ndarray) -> tuple[float, float]:
         return float(values.mean()), float(values.mean())
     half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
     return float(values.mean() - half), float(values.mean() + half)
+
+
+def _log_ratios(a: list[Outcome], b: list[Outcome]) -> np.ndarray:
+    """Paired log error ratios log error(a_j) - log error(b_j), one per seed."""
+    return np.array([_log_error(x) - _log_error(y) for x, y in zip(a, b)])
 
 
 def _paired_effect(diff: np.ndarray) -> dict:
@@ -651,8 +656,9 @@ def resolve(strategy: str, *, n: int, budget: int | None, task: str = "regressio
     dozen examples, on which a single clean addition moves the error as much as a poison
     (measured at n = 60: control harms up to +-0.9 in log error); and a classifier trained
     on 64 examples of ten classes says nothing about one target (measured on the digits
-    benchmark, seed 0: no flag confirmed, where group testing recalls 93-100%). Leave-one-out and Banzhaf values
-    cannot see a harm that one remaining poison already causes (see :func:`group_testing`).
+    benchmark, seed 0: no flag confirmed, where group testing recalls 93-100%).
+    Leave-one-out and Banzhaf values cannot see a harm that one remaining poison already
+    causes (see :func:`group_testing`).
     Default budgets: n + 1 for leave-one-out, 2000 for Banzhaf, max(160, n // 5 + 32) for
     group testing and core tests (at n = 1000: 232, so with the 3 x 6 confirmation trials
     under a quarter of the 1001 trials of leave-one-out).

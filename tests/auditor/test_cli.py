@@ -69,3 +69,11 @@ def test_bench_detect_quick_json_contract():
     assert {"precision", "recall", "auroc", "clean_without_flags", "within_1_5x_of_clean"} <= set(r["summary"])
     assert {"gamma0", "trace_push", "loss_trajectory"} <= set(r["summary"]["baselines"])
     assert all(row["detector"]["trials"] > 0 for row in r["rows"])
+
+
+def test_strategy_choices_are_the_config_schema():
+    from typing import get_args
+
+    from auditor.cli import STRATEGY_CHOICES
+    from auditor.config import Strategy
+    assert set(STRATEGY_CHOICES) == set(get_args(Strategy))
