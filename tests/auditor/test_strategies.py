@@ -212,4 +212,34 @@ def test_auto_tests_on_a_core_where_the_set_holds_one():
     assert resolve("auto", n=143, budget=None)[0] == "group"
     assert resolve("auto", n=144, budget=None)[0] == "core"
     assert resolve("auto", n=1000, budget=50) == ("core", 50)
-    assert resolve("auto", n=1000, budget=None, task="classification")[0] == "group"
+    assert resolve("auto", n=1000, budget=None, task="classification") == ("group", 1000)
+    assert resolve("auto", n=100, budget=None, task="classification") == ("group", 160)
+
+
+def test_prune_puts_back_what_does_no_more_harm_than_clean_examples_least_harmful_first():
+    # Flagged: 10 strong poisons (harmful alone), 4 weak ones (clean alone by the clean
+    # rule, not two together) and 6 clean examples. All of them together are not clean, so
+    # putting them back all or nothing keeps every clean one flagged; a weak poison does
+    # more harm than any control (a random clean example), so it stays flagged.
+    from auditor.strategies import _prune
+    n = 100
+    weight = np.zeros(n)
+    weight[:10], weight[10:14] = 20.0, 8.0
+
+    def error_of(mask, seed):
+        return 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+
+    context = Context(n=n)
+    full = np.array([error_of(np.ones(n, bool), 0)] * 2)
+    details = {}
+    kept = _answer(lambda oracle: _prune(oracle, context, list(range(20)), full, details), error_of)
+    assert kept == list(range(14))
+    assert details["prune"]["candidates"] == 6
+
+    # where clean examples move the error more than a weak poison does, the bisection
+    # still puts back no more than keeps the cleaned set clean: the clean ones first
+    def noisy(mask, seed):
+        return error_of(mask, seed) * (0.4 if mask.sum() < 80 else 1.0)   # one fewer: 2.5x lower
+
+    kept = _answer(lambda oracle: _prune(oracle, context, list(range(20)), full, {}), noisy)
+    assert set(range(10)) <= set(kept) <= set(range(14)) and len(kept) >= 13
