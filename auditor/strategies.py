@@ -300,10 +300,10 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
     base, *without = _errors(oracle, [cleaned] + [_without(n, np.append(flagged, c)) for c in controls], context)
     null = np.max([np.log(base / e) for e in without], axis=0, initial=0.0)  # (seeds,)
     limit = _clean_limit(base, float(full.min()))
-    alone = _errors(oracle, [_with(cleaned, [i]) for i in flagged], context)
-    harmless = sorted((float(np.max(np.log(e / base))), i) for i, e in zip(flagged, alone)
-                      if (e <= limit).all() and (np.log(e / base) <= null).all())
-    harmless = [i for _, i in harmless]
+    alone = dict(zip(flagged, _errors(oracle, [_with(cleaned, [i]) for i in flagged], context)))
+    harm = {i: np.log(e / base) for i, e in alone.items()}                  # (seeds,) each
+    harmless = sorted((i for i in flagged if (alone[i] <= limit).all() and (harm[i] <= null).all()),
+                      key=lambda i: (float(harm[i].max()), i))
     joint: dict[int, float] = {}
 
     def clean(a: int) -> bool:
@@ -311,13 +311,12 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
         joint[a] = float(e.max())
         return bool((e <= limit).all())
 
-    lo, hi = 0, len(harmless)                                               # clean at lo; hi unknown
-    if harmless and not clean(hi):
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if clean(mid) else (lo, mid)
-    else:
+    lo, hi = 0, len(harmless)                                               # clean at lo, not at hi
+    if harmless and clean(hi):
         lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if clean(mid) else (lo, mid)
     details["prune"] = {"candidates": len(harmless), "put_back": lo, "control_harm": null.tolist(),
                         "joint_errors": dict(sorted(joint.items()))}
     return sorted(set(flagged) - set(harmless[:lo]))
