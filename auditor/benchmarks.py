@@ -10,7 +10,10 @@ error there measures extrapolation.
 Kinds
 -----
 ``standalone``  teacher A = B = C = 1 (y = sum_t x_t); the student is a standalone SSM.
-``network``     teacher SSM -> ReLU MLP (y = 7.5 relu(sum_t x_t)); the student has the MLP.
+``network``     teacher SSM -> ReLU MLP (y = 7.5 relu(sum_t x_t)); the student has the MLP
+                (audit with ``--model network``). Measured with that student at n = 120,
+                L = 6 (seed 905): trained on the clean examples alone its error is 0.65-1.0,
+                with the poisons in 0.05-0.26, so such a set holds no harm to find.
 ``decoys``      ``standalone`` plus outliers that are clean: clean-labelled sequences at
                 2-3x the usual magnitude, which fool outlier detectors. Measured with the
                 audit's student: they are not fully harmless. Added to a clean set (3-5%

@@ -11,9 +11,13 @@ import sys
 
 from auditor.data import DatasetError
 
-# the values of auditor.config.Strategy, spelled out so that building the parser does not
-# import pydantic (tests/auditor/test_cli.py holds the two equal)
+# the values of auditor.config.Strategy and ModelKind, spelled out so that building the parser
+# does not import pydantic (tests/auditor/test_cli.py holds them equal)
 STRATEGY_CHOICES = ("auto", "group", "core", "loo", "banzhaf")
+MODEL_CHOICES = ("ssm", "network")
+MODEL_HELP = ("the student every trial trains on a regression set: the standalone SSM (setting B), or "
+              "network, the SSM followed by a ReLU MLP (setting C); classification sets train the deep "
+              "S4D classifier")
 
 
 class CLIError(Exception):
@@ -134,6 +138,7 @@ def _add_audit(commands) -> None:
     p.add_argument("file")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
     p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
+    p.add_argument("--model", choices=MODEL_CHOICES, default="ssm", help=MODEL_HELP)
     p.add_argument("--executor", choices=("inline", "ray"), default="inline",
                    help="where trials train: this process, or retrainer actors on a Ray cluster")
     p.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
@@ -150,13 +155,13 @@ def _run_audit(args) -> int:
     if args.ray_address and args.executor != "ray":
         raise CLIError("--ray-address needs --executor ray")
     return _audit_file(args.file, strategy=args.strategy, budget=args.budget, seed=args.seed,
-                       confirm_seeds=args.confirm_seeds, device=args.device, as_json=args.json,
+                       confirm_seeds=args.confirm_seeds, model=args.model, device=args.device, as_json=args.json,
                        json_path=args.out, html_path=args.html, executor=args.executor,
                        ray_address=args.ray_address)
 
 
 def _audit_file(path: str, *, strategy, budget, seed, confirm_seeds, device, as_json, json_path, html_path,
-                executor: str = "inline", ray_address: str | None = None) -> int:
+                model: str = "ssm", executor: str = "inline", ray_address: str | None = None) -> int:
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -167,7 +172,8 @@ def _audit_file(path: str, *, strategy, budget, seed, confirm_seeds, device, as_
     from auditor.report import build_report, write_report
 
     dataset = load_dataset(path)
-    config = _audit_config(strategy=strategy, budget=budget, seed=seed, confirm_seeds=confirm_seeds, device=device)
+    config = _audit_config(strategy=strategy, budget=budget, seed=seed, confirm_seeds=confirm_seeds, model=model,
+                           device=device)
     if device == "cpu":
         torch.set_num_threads(1)            # tiny models: one thread is as fast, and leaves a core free
     runner = None
@@ -406,6 +412,7 @@ def _add_client_commands(commands) -> None:
     def audit_flags(p) -> None:
         p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
         p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
+        p.add_argument("--model", choices=MODEL_CHOICES, default="ssm", help=MODEL_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--confirm-seeds", type=int, default=6)
 
@@ -466,7 +473,7 @@ def _client_call(fn, *args, **kwargs):
 
 def _audit_settings(args) -> dict:
     config = _audit_config(strategy=args.strategy, budget=args.budget, seed=args.seed,
-                           confirm_seeds=args.confirm_seeds)
+                           confirm_seeds=args.confirm_seeds, model=args.model)
     return config.model_dump(mode="json", exclude_defaults=True)
 
 

@@ -200,7 +200,8 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
 
     # (2) individual harm of the removed examples, in groups small enough for the budget;
     # the worst harm over the search seeds orders step 3 (one poison that looks harmless
-    # under one seed would otherwise lead the put-back order and block it)
+    # under one seed would otherwise lead the put-back order and block it: measured on the
+    # digits benchmark, seed 2, under one seed step 3 put back 13 of 213, precision 0.15)
     k = context.search_seeds
     room = max((context.budget - len(oracle.search_keys)) // k - 20, 1)
     size = max(1, math.ceil(len(removed) / room))
@@ -242,12 +243,15 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
 
 def _prefix_search(context: Context, oracle: Oracle,
                    order: np.ndarray) -> tuple[np.ndarray, dict, float, dict]:
-    """Errors with all data (seeds,) and without each doubling prefix of ``order``
-    ({size: (seeds,)}), the best prefix error, and the details; ``details["reason"]`` is
-    set when no prefix lowers the error by ``MIN_HARM_RATIO`` (nothing to search for)."""
+    """Errors with all data (seeds,) and without each doubling prefix of ``order`` and its
+    first half ({size: (seeds,)}), the best prefix error, and the details;
+    ``details["reason"]`` is set when no prefix lowers the error by ``MIN_HARM_RATIO``
+    (nothing to search for). The half is searched too because a screen may rank the poisons
+    anywhere in it (measured: poisons with their energy on the last position, which the
+    gamma0 screens do not see, all lay in the first 225 of 450, 3 beyond the first 128)."""
     n = context.n
     full = _errors(oracle, [np.ones(n, bool)], context)[0]
-    sizes = [2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)]
+    sizes = sorted({2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)} | {max(n // 2, 1)})
     errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
     best = min(e.max() for e in errors.values())
     details = {"full_error": float(full.max()),
@@ -587,7 +591,10 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
 
     The effect is the paired difference of log errors (all minus without flagged): its
     mean, a 95% t-interval, and the one-sided paired t-test p-value that removing the
-    flagged set does not help. The same test against removing the random set
+    flagged set does not lower the error by more than ``MIN_EFFECT`` (20%): an effect too
+    small to matter is not confirmed however consistent it is (measured on a clean set,
+    n = 500: 15 clean examples whose removal lowered the error by 10% under each of 6
+    seeds, p < 0.05 against no effect). The same test against removing the random set
     (``p_value_vs_random``, ``error_ratio_vs_random``) tells the flagged set's harm from
     what any removal of that size does (in a training run that sits between two modes,
     removing one random example can move the error 5x). Errors are summarized by their
@@ -610,7 +617,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
         groups["without_random"] = outs[2 * k:]
     result = {"seeds": seeds, "generalization": {name: _summary(o) for name, o in groups.items()}}
     if flagged:
-        result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"])))
+        result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"]), margin=MIN_EFFECT))
         vs_random = _paired_effect(_log_ratios(groups["without_random"], groups["without_flagged"]))
         result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
     return result
@@ -636,12 +643,14 @@ def _log_ratios(a: list[Outcome], b: list[Outcome]) -> np.ndarray:
     return np.array([_log_error(x) - _log_error(y) for x, y in zip(a, b)])
 
 
-def _paired_effect(diff: np.ndarray) -> dict:
+def _paired_effect(diff: np.ndarray, *, margin: float = 0.0) -> dict:
+    """Mean, 95% t-interval and error ratio of paired log ratios, and the one-sided p-value
+    of their mean being at most ``margin``."""
     lo, hi = _t_interval(diff)
     if len(diff) > 1 and diff.std(ddof=1) > 0:
-        p = float(stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue)
+        p = float(stats.ttest_1samp(diff, margin, alternative="greater").pvalue)
     else:
-        p = 0.0 if diff.mean() > 0 else 1.0
+        p = 0.0 if diff.mean() > margin else 1.0
     return {"effect_log_ratio": float(diff.mean()), "effect_ci95": [lo, hi],
             "error_ratio": float(math.exp(diff.mean())), "p_value": p}
 

@@ -71,9 +71,18 @@ def test_bench_detect_quick_json_contract():
     assert all(row["detector"]["trials"] > 0 for row in r["rows"])
 
 
-def test_strategy_choices_are_the_config_schema():
+def test_strategy_and_model_choices_are_the_config_schema():
     from typing import get_args
 
-    from auditor.cli import STRATEGY_CHOICES
-    from auditor.config import Strategy
+    from auditor.cli import MODEL_CHOICES, STRATEGY_CHOICES
+    from auditor.config import ModelKind, Strategy
     assert set(STRATEGY_CHOICES) == set(get_args(Strategy))
+    assert set(MODEL_CHOICES) == set(get_args(ModelKind))
+
+
+def test_model_flag_reaches_the_audit_config():
+    from auditor.cli import _audit_settings, build_parser
+    args = build_parser().parse_args(["submit", "data.npz", "--model", "network"])
+    assert _audit_settings(args) == {"model": "network"}
+    args = build_parser().parse_args(["audit", "data.npz", "--model", "network"])
+    assert args.model == "network"
