@@ -315,15 +315,22 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
         joint[a] = float(e.max())
         return bool((e <= limit).all())
 
-    lo, hi = 0, len(harmless)                                               # clean at lo, not at hi
-    if harmless and clean(hi):
-        lo = hi
+    back = 0                                                                # the cleaned set itself is clean
+    if harmless:
+        m = len(harmless)
+        back = m if clean(m) else _first_passing(0, m, lambda a: not clean(a)) - 1
+    details["prune"] = {"candidates": len(harmless), "put_back": back, "control_harm": null.tolist(),
+                        "joint_errors": dict(sorted(joint.items()))}
+    return sorted(set(flagged) - set(harmless[:back]))
+
+
+def _first_passing(lo: int, hi: int, passes: Callable[[int], bool]) -> int:
+    """The least a in (lo, hi] with ``passes(a)``, by bisection, for a test known to fail at
+    ``lo`` and pass at ``hi`` that, once passed, passes for every larger a."""
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if clean(mid) else (lo, mid)
-    details["prune"] = {"candidates": len(harmless), "put_back": lo, "control_harm": null.tolist(),
-                        "joint_errors": dict(sorted(joint.items()))}
-    return sorted(set(flagged) - set(harmless[:lo]))
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    return hi
 
 
 def _between(lo: int, hi: int, count: int) -> list[int]:
@@ -520,10 +527,7 @@ def _least_to_remove(oracle: Oracle, context: Context, strong: list[int], weaker
         details["rest_error"] = float(rest[m].max())
         return sorted(strong + extra), m, False
     target = np.minimum(limit, rest[m] * math.exp(MIN_EFFECT))              # (seeds,)
-    lo, hi = 0, m                                                           # above target at lo, not at hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if (error(mid) <= target).all() else (mid, hi)
+    hi = _first_passing(0, m, lambda a: bool((error(a) <= target).all()))  # above target at 0, not at m
     details["rest_error"] = float(rest[hi].max())
     return sorted(strong + extra[:hi]), hi, True
 
