@@ -6,7 +6,7 @@ from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
 from auditor.executors import InlineExecutor
-from auditor.strategies import Context, Verdict, plan
+from auditor.strategies import STRATEGIES, Context, Verdict, plan
 from auditor.trials import Trial
 
 
@@ -212,6 +212,31 @@ def test_core_reference_is_the_median_control_not_a_lucky_core():
     np.testing.assert_allclose(reference, [0.05])
     np.testing.assert_allclose(harm[0, controls], [np.log(0.2)] + [0.0] * 7)
     assert np.isnan(harm[0, :64]).all()
+
+
+def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one():
+    # Under seed 0 every set that keeps all of examples 6..59 sits in a lucky mode (error 5x
+    # lower): the clean base does, and so does the base with any removed example added back,
+    # but not the base without one of its own examples. Poisons: 0..5, ranked first.
+    n = 60
+    weight = np.zeros(n)
+    weight[:6] = 20.0
+
+    def error_of(mask, seed):
+        lucky = 0.2 if seed == 0 and mask[6:].all() else 1.0
+        return lucky * 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+
+    context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=3)
+    verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
+    base = error_of(_mask_without(n, range(verdict.details["removed"])), 0)
+    assert verdict.details["reference_error"][0] > 3 * base     # the typical perturbed base
+    assert verdict.flagged == list(range(6))
+
+
+def _mask_without(n, removed):
+    mask = np.ones(n, bool)
+    mask[list(removed)] = False
+    return mask
 
 
 def test_search_order_ranks_ties_lowest():
