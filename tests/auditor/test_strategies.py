@@ -218,6 +218,7 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
     # Under seed 0 every set that keeps all of examples 6..59 sits in a lucky mode (error 5x
     # lower): the clean base does, and so does the base with any removed example added back,
     # but not the base without one of its own examples. Poisons: 0..5, ranked first.
+    from auditor.strategies import _without
     n = 60
     weight = np.zeros(n)
     weight[:6] = 20.0
@@ -228,15 +229,9 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
 
     context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=3)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
-    base = error_of(_mask_without(n, range(verdict.details["removed"])), 0)
+    base = error_of(_without(n, range(verdict.details["removed"])), 0)
     assert verdict.details["reference_error"][0] > 3 * base     # the typical perturbed base
     assert verdict.flagged == list(range(6))
-
-
-def _mask_without(n, removed):
-    mask = np.ones(n, bool)
-    mask[list(removed)] = False
-    return mask
 
 
 def test_search_order_ranks_ties_lowest():
