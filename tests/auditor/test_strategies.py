@@ -139,9 +139,74 @@ def test_core_testing_splits_harmful_groups_when_the_budget_is_short():
     def error_of(mask, seed):
         return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
 
-    verdict, _ = _synthetic_audit(Context(n=n, budget=60, screen=screen, confirm_seeds=2), error_of)
+    # room to test the candidates in groups and split the harmful ones down to single examples
+    verdict, _ = _synthetic_audit(Context(n=n, budget=80, screen=screen, confirm_seeds=2), error_of)
     assert verdict.details["group_size"] > 1
     assert verdict.flagged == list(range(12))
+
+
+def test_tests_split_the_most_harmful_groups_first_and_leave_the_rest_whole():
+    from auditor.strategies import Oracle, _test
+    n = 40
+    weight = np.zeros(n)
+    weight[[1, 13]] = [10.0, 3.0]                     # the first group is far more harmful than the second
+    core = np.arange(n) >= 20
+
+    def error_of(mask, seed):
+        return 0.05 * np.exp(8 * weight[mask].sum() / mask.sum())
+
+    groups = [list(range(10)), list(range(10, 20))]
+    harm, alone = np.full((1, n), np.nan), np.zeros(n, bool)
+    # room for one split after the first two tests: the more harmful group's
+    whole = _answer(lambda oracle: _test(oracle, [0], core, np.array([error_of(core, 0)]), groups, harm,
+                                         np.zeros(1), alone, reserve=oracle.budget - 4), error_of)
+    # the less harmful group and the harmful half of the other are left whole for want of
+    # room; the harmless half is not split at all
+    assert sorted(whole) == [list(range(5)), list(range(5, 10)), list(range(10, 20))]
+    assert harm[0, 1] > harm[0, 13] > harm[0, 5] == 0 and not alone.any()
+
+
+def test_core_testing_flags_an_example_only_on_its_own_harm():
+    # 12 harmful examples, every fourth of the screen's first 48, and groups of clean
+    # examples that look harmful on the core (their error moves up to e^1.5-fold with the
+    # mask, as a training run between two modes does). A group the budget leaves whole is
+    # not flagged (with 80 trials the harmful groups are not all split down to one example:
+    # flagging them whole flagged 32 clean examples); with room to split them, exactly the
+    # harmful examples are flagged.
+    n = 400
+    harmful = list(range(0, 48, 4))
+    weight = np.zeros(n)
+    weight[harmful] = 10.0
+    screen = -np.arange(n, dtype=float)
+
+    def error_of(mask, seed):
+        wobble = 0.0
+        if 64 + 2 <= mask.sum() < 90:                  # a group added to the core (not one example)
+            wobble = np.random.default_rng(np.packbits(mask).astype(np.uint32)).uniform(0.0, 1.5)
+        return 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0) + wobble)
+
+    short, _ = _synthetic_audit(Context(n=n, budget=80, screen=screen, confirm_seeds=2), error_of)
+    assert "budget" in short.details and set(short.flagged) <= set(harmful)
+    roomy, _ = _synthetic_audit(Context(n=n, budget=120, screen=screen, confirm_seeds=2), error_of)
+    assert roomy.flagged == harmful
+
+
+def test_weaker_candidates_join_only_if_they_beat_random_removals_by_the_clean_band():
+    import math
+
+    from auditor.strategies import _least_to_remove
+    n = 100
+    weight = np.zeros(n)
+    weight[:5] = 1.0                                  # removing all five lowers the error e^0.4-fold
+
+    def error_of(mask, seed):
+        return 0.05 * np.exp(8 * weight[mask].sum() / mask.sum())
+
+    for band, joined in ((math.log(1.3), 5), (math.log(1.7), 0)):
+        flagged, used, clean = _answer(
+            lambda oracle: _least_to_remove(oracle, Context(n=n), [], lambda: list(range(5)), 0.01, band,
+                                            np.arange(50, n), {}), error_of)
+        assert (flagged, used, clean) == (list(range(joined)), joined, False)
 
 
 def _answer(call, error_of):
