@@ -539,9 +539,10 @@ def _least_to_remove(oracle: Oracle, context: Context, strong: list[int], weaker
     ``limit`` under some search seed), weaker examples, provided that removing all of
     ``weaker()`` lowers the rest's error, under every search seed, more than removing as
     many random examples of ``pool`` does (the median of ``NULL_DRAWS`` draws) by the
-    factor e^``band``, the width of the clean band (measured: weaker candidates that held 1
-    and 2 poisons of 7 and 12 examples lowered it 1.34-1.39x, their band being 1.6x and
-    1.7x; ones that held 6 of 7, 2.1x and 3.0x, band 1.5x). The random removals are the
+    factor e^``band``, the width of the clean band (measured on the suite: weaker candidates
+    that held 1 and 2 poisons of 7 and 12 examples lowered it 1.34-1.41x beyond the random
+    removals, their bands being 1.50x and 1.61x; ones that held 6 poisons of 7, 2.1x and
+    3.0x, band 1.44x). The random removals are the
     null because the clean level is an estimate from the prefix search, the lowest error of
     several removals, and measured below the error of the clean examples alone (five sets
     of the suite: 0.02-0.15 against 0.04-0.34), so a rest above it need not hold harm.
