@@ -401,10 +401,10 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        may join: those that do more harm than every control and ``MIN_EFFECT`` under every
        seed, and again on a second random core, if removing all of them beats removing as
        many random examples by more than that clean band (:func:`_least_to_remove`). As
-       few of them join, most harmful
-       first, as leave the rest clean and do as well, within ``MIN_EFFECT``, as all of
-       them (bisection). If the rest is still not clean, the candidates are doubled and
-       step 3 goes on with the new ones, while the budget lasts.
+       few of them join, most harmful first, as leave the rest clean and do as well,
+       within ``MIN_EFFECT``, as all of them (bisection). If the rest is still not clean,
+       the candidates are doubled and step 3 goes on with the new ones, while the budget
+       lasts.
     5. Confirm over fresh seeds (:func:`confirm`).
 
     Every decision is a measured error of retrained models; the screen only orders the
@@ -495,8 +495,9 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         except BudgetExhausted:
             details["budget"] = "exhausted while testing: untested candidates are not flagged"
         tested = size
-        strong = [int(i) for i in order[:tested] if alone[i] and (harm[:, i] > tau).all()]
-        weaker = [int(i) for i in order[:tested] if (harm[:, i] > weak).all() and i not in strong]
+        clear = alone & (harm > tau[:, None]).all(axis=0)                   # (n,) harmful on their own
+        strong = [int(i) for i in order[:tested] if clear[i]]
+        weaker = [int(i) for i in order[:tested] if (harm[:, i] > weak).all() and not clear[i]]
         try:
             flagged, used, clean = _least_to_remove(oracle, context, strong, lambda: replicate(weaker),
                                                     limit, math.log(limit / best), pool, details)
@@ -542,11 +543,10 @@ def _least_to_remove(oracle: Oracle, context: Context, strong: list[int], weaker
     factor e^``band``, the width of the clean band (measured on the suite: weaker candidates
     that held 1 and 2 poisons of 7 and 12 examples lowered it 1.34-1.41x beyond the random
     removals, their bands being 1.50x and 1.61x; ones that held 6 poisons of 7, 2.1x and
-    3.0x, band 1.44x). The random removals are the
-    null because the clean level is an estimate from the prefix search, the lowest error of
-    several removals, and measured below the error of the clean examples alone (five sets
-    of the suite: 0.02-0.15 against 0.04-0.34), so a rest above it need not hold harm.
-    Of the weaker ones, the fewest leading ones whose removal leaves the rest clean and
+    3.0x, band 1.44x). The random removals are the null because the clean level is an
+    estimate from the prefix search, the lowest error of several removals, and measured
+    below the error of the clean examples alone (five sets of the suite: 0.02-0.15 against
+    0.04-0.34), so a rest above it need not hold harm. Of the weaker ones, the fewest leading ones whose removal leaves the rest clean and
     does as well, within ``MIN_EFFECT``, as removing all of them (bisection, assuming that
     removing more harmful examples does not raise the error); all of them if even that
     leaves the rest unclean. Returns the flagged set, how many weaker ones it holds and
@@ -607,9 +607,11 @@ def _test(oracle: Oracle, seeds: list[int], core: np.ndarray, core_error: np.nda
             elif len(g) > 1:
                 whole.append(g)
         split.sort(key=lambda t: t[0])
-        room = len(split) if reserve is None else (oracle.budget - len(oracle.search_keys) - reserve) // (2 * len(seeds))
-        whole += [g for _, g in split[max(room, 0):]]
-        groups = [half for _, g in split[:max(room, 0)] for half in (g[:len(g) // 2], g[len(g) // 2:])]
+        room = len(split)
+        if reserve is not None:
+            room = max((oracle.budget - len(oracle.search_keys) - reserve) // (2 * len(seeds)), 0)
+        whole += [g for _, g in split[room:]]
+        groups = [half for _, g in split[:room] for half in (g[:len(g) // 2], g[len(g) // 2:])]
     return whole
 
 
