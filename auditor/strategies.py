@@ -549,11 +549,11 @@ def _least_to_remove(oracle: Oracle, context: Context, strong: list[int], weaker
     3.0x, band 1.44x). The random removals are the null because the clean level is an
     estimate from the prefix search, the lowest error of several removals, and measured
     below the error of the clean examples alone (five sets of the suite: 0.02-0.15 against
-    0.04-0.34), so a rest above it need not hold harm. Of the weaker ones, the fewest leading ones whose removal leaves the rest clean and
-    does as well, within ``MIN_EFFECT``, as removing all of them (bisection, assuming that
-    removing more harmful examples does not raise the error); all of them if even that
-    leaves the rest unclean. Returns the flagged set, how many weaker ones it holds and
-    whether the rest is clean."""
+    0.04-0.34), so a rest above it need not hold harm. Of the weaker ones, the fewest
+    leading ones whose removal leaves the rest clean and does as well, within
+    ``MIN_EFFECT``, as removing all of them (bisection, assuming that removing more harmful
+    examples does not raise the error); all of them if even that leaves the rest unclean.
+    Returns the flagged set, how many weaker ones it holds and whether the rest is clean."""
     n = context.n
     rest: dict[int, np.ndarray] = {}                                        # m -> rest errors (seeds,)
     extra: list[int] = []
