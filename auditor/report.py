@@ -267,6 +267,9 @@ def status_line(report: dict, *, n: int) -> str:
     else:
         reason = report.get("details", {}).get("reason")
         text = f"No harmful examples found among {n} examples" + (f" ({reason})" if reason else "")
+    short = report.get("details", {}).get("budget")
+    if short:                                          # the search stopped short of its plan
+        text += f"; the search budget of {report.get('budget')} models was {short}; a larger budget may flag more"
     text += f"; {report['trials']} models trained"
     evaluation = report.get("evaluation")
     if evaluation:

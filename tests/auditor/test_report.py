@@ -133,6 +133,10 @@ def test_status_line_variants(report):
                                                           "effect_ci95": [1.0, 3.0]}}
     line = status_line(flagged, n=100)
     assert line.startswith("1 of 100 examples flagged") and "7.9x" in line and "p = 0.002" in line
+    assert "budget" not in line
+    short = {**flagged, "budget": 232, "details": {"budget": "exhausted while testing: groups left whole"}}
+    assert ("the search budget of 232 models was exhausted while testing: groups left whole; a larger budget"
+            in status_line(short, n=100))
 
 
 def test_html_is_self_contained_and_escaped(report, tmp_path):
