@@ -482,6 +482,11 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     limit = _clean_limit(best, float(full.min()), BASE_SHARE)              # the clean base's level
     reserve = k * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))   # room kept for the joint checks
     alone = np.zeros(n, bool)                                               # tested alone on the core
+
+    def past_weak(g: list[int]) -> bool:
+        """Whether the group g did more harm than the weaker candidates' level under some seed."""
+        return bool((harm[:, g[0]] > weak).any())
+
     tested, size, flagged = 0, min(2 * knee, reach), []
     while True:
         new = [int(i) for i in order[tested:size]]
@@ -490,9 +495,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         try:    # split toward the clearly harmful first, then toward the weaker ones
             whole = _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
                           harm, tau, alone, reserve)
-            whole = _test(oracle, seeds, core, core_error, [g for g in whole if (harm[:, g[0]] > weak).any()],
-                          harm, weak, alone, reserve)
-            if any((harm[:, g[0]] > weak).any() for g in whole):
+            whole = _test(oracle, seeds, core, core_error, list(filter(past_weak, whole)), harm, weak, alone, reserve)
+            if any(map(past_weak, whole)):
                 details["budget"] = ("exhausted while testing: harmful groups left whole are not flagged (an "
                                      "example is flagged on its own harm)")
         except BudgetExhausted:
