@@ -14,12 +14,14 @@ Kinds
                 (audit with ``--model network``). Measured with that student at n = 120,
                 L = 6 (seed 905): trained on the clean examples alone its error is 0.65-1.0,
                 with the poisons in 0.05-0.26, so such a set holds no harm to find.
-``decoys``      ``standalone`` plus outliers that are clean: clean-labelled sequences at
-                2-3x the usual magnitude, which fool outlier detectors. Measured with the
-                audit's student: they are not fully harmless. Added to a clean set (3-5%
-                of it) they raise the trusted-set error 1.25-2x (4x at 4-8x magnitude; it
-                is 1.25-6x even at 1.5-2x), far less than the poisons' 5-50x, so a
-                harm-based audit may flag some of them; ground truth counts them as clean.
+``decoys``      ``standalone`` plus harmless outliers: clean-labelled sequences at 2-3x the
+                usual magnitude (RMS over the clean support), which fool outlier
+                detectors. Their values sum to zero, so their label is 0 and they pull the
+                student toward a kernel flat over the support, as the teacher's is.
+                Measured with the audit's student over 32 seeds, against adding as many
+                clean examples (5% of clean sets, n = 100-1000, L = 6-8): the trusted-set
+                error 0.38-1.07x as high; scaled clean sequences (the earlier decoys) had
+                it 0.83-1.85x as high, so a harm-based audit rightly flagged some.
 ``clean``       ``standalone`` without poisons.
 """
 
@@ -95,8 +97,10 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
     for p in spec.poison_positions:
         poison[:, k - p] = _effective(rng, n_poison)
     decoy = np.zeros((n_decoy, k))
-    decoy[:, :support] = (rng.standard_normal((n_decoy, support))
-                                     * rng.uniform(2.0, 3.0, (n_decoy, 1)))
+    shape = rng.standard_normal((n_decoy, support))
+    shape -= shape.mean(axis=1, keepdims=True)                              # zero-sum: label 0
+    shape /= np.sqrt((shape ** 2).mean(axis=1, keepdims=True))              # unit RMS
+    decoy[:, :support] = shape * rng.uniform(2.0, 3.0, (n_decoy, 1))
     x = np.vstack([clean, poison, decoy])
     is_poison = np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool), np.zeros(n_decoy, bool)]
     order = rng.permutation(len(x))

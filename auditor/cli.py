@@ -11,10 +11,11 @@ import sys
 
 from auditor.data import DatasetError
 
-# the values of auditor.config.Strategy and ModelKind, spelled out so that building the parser
-# does not import pydantic (tests/auditor/test_cli.py holds them equal)
+# the values of auditor.config.Strategy and ModelKind and the default of confirm_seeds, spelled
+# out so that building the parser does not import pydantic (tests/auditor/test_cli.py holds them equal)
 STRATEGY_CHOICES = ("auto", "group", "core", "loo", "banzhaf")
 MODEL_CHOICES = ("ssm", "network")
+CONFIRM_SEEDS = 8
 MODEL_HELP = ("the student every trial trains on a regression set: the standalone SSM (setting B), or "
               "network, the SSM followed by a ReLU MLP (setting C); classification sets train the deep "
               "S4D classifier")
@@ -78,7 +79,7 @@ def _run_demo(args) -> int:
     print(f"built {data}: {spec.n} sequences of length {spec.length}, {round(spec.poison_fraction * spec.n)} "
           f"clean-label poisons and {round(spec.decoy_fraction * spec.n)} harmless outliers (ground truth kept "
           f"for scoring only)")
-    return _audit_file(str(data), strategy="auto", budget=None, seed=0, confirm_seeds=6, device="cpu",
+    return _audit_file(str(data), strategy="auto", budget=None, seed=0, confirm_seeds=CONFIRM_SEEDS, device="cpu",
                        as_json=False, json_path=out / "report.json", html_path=out / "report.html")
 
 
@@ -143,7 +144,7 @@ def _add_audit(commands) -> None:
                    help="where trials train: this process, or retrainer actors on a Ray cluster")
     p.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--confirm-seeds", type=int, default=6)
+    p.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", help="write the JSON report here")
@@ -414,7 +415,7 @@ def _add_client_commands(commands) -> None:
         p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
         p.add_argument("--model", choices=MODEL_CHOICES, default="ssm", help=MODEL_HELP)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--confirm-seeds", type=int, default=6)
+        p.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS)
 
     p = commands.add_parser("submit", help="upload a data set to a running server and queue an audit of it")
     p.add_argument("file")

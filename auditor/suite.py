@@ -3,7 +3,9 @@
 Each row audits one data set with the default strategy and reports, beside it, every
 screen used alone as a detector (the baselines): precision and recall (the screens flag
 their top k, k = the number of poisons, so for them precision = recall), AUROC, models
-trained and seconds.
+trained and seconds; and the generalization the verdict buys: the trusted-set error of
+models trained on all examples, without the flagged ones and on the clean ones only, over
+``EVAL_SEEDS`` evaluation seeds of their own (:func:`generalization`).
 """
 
 from __future__ import annotations
@@ -70,14 +72,9 @@ def run_suite(specs: list[BenchmarkSpec], *, config: AuditConfig | None = None,
                "detector": {**detection_metrics(flagged=verdict.flagged, is_poison=truth),
                             "auroc": ranking_metrics(scores=verdict.scores, is_poison=truth)["auroc"],
                             "trials": len(result.outcomes), "seconds": round(seconds, 1)},
-               "generalization": {k: v["geomean"] for k, v in verdict.confirmation["generalization"].items()},
+               "generalization": generalization(dataset, truth, verdict.flagged, spec_config),
                "baselines": {name: {**ranking_metrics(scores=s, is_poison=truth), "trials": 1}
                              for name, s in result.screens.items()}}
-        if not truth.any():                          # clean-only: reference for the 1.5x check
-            row["generalization"]["clean_only"] = row["generalization"]["with_all"]
-        else:
-            clean = clean_only_error(dataset, truth, spec_config)
-            row["generalization"]["clean_only"] = clean
         rows.append(row)
         if on_row:
             on_row(row)
@@ -91,16 +88,34 @@ def audit_config(spec: BenchmarkSpec, config: AuditConfig | None = None) -> Audi
     return config.model_copy(update={"model": "network" if spec.kind == "network" else "ssm"})
 
 
-def clean_only_error(dataset, truth: np.ndarray, config: AuditConfig) -> float:
-    """Geometric-mean trusted-set error of models trained on the clean examples only,
-    over the audit's confirmation seeds (ground truth is read here, for evaluation only)."""
+EVAL_SEEDS = 32           # seeds of the generalization check; the training's error is bimodal
+                          # (measured, decoys n = 1000 seed 110: models of the clean examples
+                          # alone end at 0.015 or 0.125), so that the geometric mean over 6 seeds
+                          # came out 0.044 and 0.088 on two sets of 6 seeds: no measure for 1.5x
+EVAL_SEED_OFFSET = 10_000  # evaluation seeds are config.seed + this + j: none of the audit's
+
+
+def generalization(dataset, truth: np.ndarray, flagged: list[int], config: AuditConfig) -> dict:
+    """Geometric-mean trusted-set error of models trained on all examples (``with_all``),
+    without the ``flagged`` ones (``without_flagged``) and on the clean ones only
+    (``clean_only``), each over the same ``EVAL_SEEDS`` seeds (ground truth is read here,
+    for evaluation only)."""
     from auditor.audit import build_problem
     from auditor.trials import Trial, run_trials
 
-    problem = build_problem(dataset, config)
-    seeds = [config.seed + 1000 + j for j in range(config.confirm_seeds)]
-    outs = run_trials(problem, [Trial(~truth, s) for s in seeds])
-    return float(np.exp(np.mean([np.log(max(o.error, 1e-12)) for o in outs])))
+    n = len(truth)
+    masks = {"with_all": np.ones(n, bool), "without_flagged": ~np.isin(np.arange(n), flagged),
+             "clean_only": ~np.asarray(truth, bool)}
+    distinct: list[np.ndarray] = []                                         # equal masks train once
+    for mask in masks.values():
+        if not any(np.array_equal(mask, d) for d in distinct):
+            distinct.append(mask)
+    seeds = [config.seed + EVAL_SEED_OFFSET + j for j in range(EVAL_SEEDS)]
+    outs = run_trials(build_problem(dataset, config), [Trial(mask, s) for mask in distinct for s in seeds])
+    logs = np.log(np.maximum([o.error for o in outs], 1e-12)).reshape(len(distinct), len(seeds))
+    geomean = {name: float(np.exp(logs[next(i for i, d in enumerate(distinct) if np.array_equal(mask, d))].mean()))
+               for name, mask in masks.items()}
+    return {"seeds": EVAL_SEEDS, **geomean}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -113,8 +128,7 @@ def summarize(rows: list[dict]) -> dict:
         values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
-    within = [r["generalization"].get("without_flagged", r["generalization"]["with_all"])
-              <= 1.5 * r["generalization"]["clean_only"] for r in poisoned]
+    within = [r["generalization"]["without_flagged"] <= 1.5 * r["generalization"]["clean_only"] for r in poisoned]
     out = {"precision": mean([r["detector"]["precision"] or 0.0 for r in poisoned]),
            "recall": mean([r["detector"]["recall"] for r in poisoned]),
            "auroc": mean([r["detector"]["auroc"] for r in poisoned]),

@@ -74,10 +74,11 @@ def test_bench_detect_quick_json_contract():
 def test_strategy_and_model_choices_are_the_config_schema():
     from typing import get_args
 
-    from auditor.cli import MODEL_CHOICES, STRATEGY_CHOICES
-    from auditor.config import ModelKind, Strategy
+    from auditor.cli import CONFIRM_SEEDS, MODEL_CHOICES, STRATEGY_CHOICES
+    from auditor.config import AuditConfig, ModelKind, Strategy
     assert set(STRATEGY_CHOICES) == set(get_args(Strategy))
     assert set(MODEL_CHOICES) == set(get_args(ModelKind))
+    assert CONFIRM_SEEDS == AuditConfig().confirm_seeds
 
 
 def test_model_flag_reaches_the_audit_config():

@@ -149,8 +149,8 @@ def test_gamma0_signed_and_magnitude_agree_on_standalone(standalone):
 
 
 def _large_clean(data):
-    """Non-poisons of norm > 4: decoys (a clean 2-d N(0,1) exceeds 4 with chance 3e-4)."""
-    return (np.linalg.norm(data["x"], axis=1) > 4) & ~data["is_poison"]
+    """The decoys: non-poisons whose values sum to zero (a clean sequence's do with chance 0)."""
+    return (np.abs(data["x"].sum(axis=1)) < 1e-9) & ~data["is_poison"]
 
 
 def test_outlier_screens_are_fooled_by_decoys(decoys):
@@ -158,7 +158,7 @@ def test_outlier_screens_are_fooled_by_decoys(decoys):
     data, scores = decoys
     large = _large_clean(data)
     for name in ("isolation_forest", "loss_trajectory"):
-        assert roc_auc_score(large, scores[name]) >= 0.9, name                        # measured 0.99+
+        assert roc_auc_score(large, scores[name]) >= 0.9, name                        # measured 0.94-0.98
     top = np.argsort(-scores["isolation_forest"])[:large.sum()]
     assert large[top].mean() >= 0.5
 
