@@ -399,9 +399,11 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     4. *Joint check.* Retrain on everything but the flagged set. If its error is not back
        near the clean level (``BASE_SHARE`` of the way from the lowest error without a
        prefix to the full set's, as group testing's clean base), the weaker candidates
-       may join: those that do more harm than every control and ``MIN_EFFECT`` under every
-       seed, and again on a second random core, if removing all of them beats removing as
-       many random examples by more than that clean band, and by at least ``CLEAN_RATIO``
+       may join: those that do more harm than every control and ``MIN_EFFECT``, in the
+       mean over the seeds (the training's error is bimodal: a poison may leave the core
+       in its good mode under one seed), and again on a second random core, if removing
+       all of them beats removing as many random examples by more than that clean band,
+       and by at least ``CLEAN_RATIO``, in the mean over the seeds too
        (:func:`_least_to_remove`; measured on a clean set, n = 200: nine clean examples
        whose joint removal lowered the error 1.45x beyond random removals, where the band
        was 1.26x, were flagged and confirmed). As few of them join, most harmful first,
@@ -504,7 +506,7 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         tested = size
         clear = alone & (harm > tau[:, None]).all(axis=0)                   # (n,) harmful on their own
         strong = [int(i) for i in order[:tested] if clear[i]]
-        weaker = [int(i) for i in order[:tested] if (harm[:, i] > weak).all() and not clear[i]]
+        weaker = [int(i) for i in order[:tested] if harm[:, i].mean() > weak.mean() and not clear[i]]
         try:
             flagged, used, clean = _least_to_remove(oracle, context, strong, lambda: replicate(weaker),
                                                     limit, max(math.log(limit / best), CLEAN_RATIO), pool, details)
