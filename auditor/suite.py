@@ -106,16 +106,13 @@ def generalization(dataset, truth: np.ndarray, flagged: list[int], config: Audit
     n = len(truth)
     masks = {"with_all": np.ones(n, bool), "without_flagged": ~np.isin(np.arange(n), flagged),
              "clean_only": ~np.asarray(truth, bool)}
-    distinct: list[np.ndarray] = []                                         # equal masks train once
-    for mask in masks.values():
-        if not any(np.array_equal(mask, d) for d in distinct):
-            distinct.append(mask)
+    distinct = {mask.tobytes(): mask for mask in masks.values()}            # equal masks train once
+    row = {key: i for i, key in enumerate(distinct)}
     seeds = [config.seed + EVAL_SEED_OFFSET + j for j in range(EVAL_SEEDS)]
-    outs = run_trials(build_problem(dataset, config), [Trial(mask, s) for mask in distinct for s in seeds])
+    outs = run_trials(build_problem(dataset, config), [Trial(mask, s) for mask in distinct.values() for s in seeds])
     logs = np.log(np.maximum([o.error for o in outs], 1e-12)).reshape(len(distinct), len(seeds))
-    geomean = {name: float(np.exp(logs[next(i for i, d in enumerate(distinct) if np.array_equal(mask, d))].mean()))
-               for name, mask in masks.items()}
-    return {"seeds": EVAL_SEEDS, **geomean}
+    return {"seeds": EVAL_SEEDS,
+            **{name: float(np.exp(logs[row[mask.tobytes()]].mean())) for name, mask in masks.items()}}
 
 
 def summarize(rows: list[dict]) -> dict:
