@@ -365,6 +365,9 @@ CORE_DRAWS = 3           # cores drawn at most, until one that every control lea
 MIN_EFFECT = math.log(1.2)   # the least harm a test counts: the core's error up by 20%
 CLEAN_RATIO = math.log(1.5)  # errors within 1.5x of each other are equally clean (the product's criterion)
 NULL_DRAWS = 3           # random removals the weaker candidates' joint removal is compared with
+CHUNK = 32               # candidates tested one by one per round at the top of the screen order
+DENSE = (3 - math.sqrt(5)) / 2   # share of harmful examples from which no group test beats testing
+                                 # each example alone (Ungar, 1960: p >= 0.382)
 
 
 def core_testing(context: Context, oracle: Oracle) -> Verdict:
@@ -395,7 +398,13 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        the most harmful first, then those past the level of the weaker candidates (step
        4); a group the budget leaves whole is not flagged (measured: groups of five clean
        examples moved a core's error up to e^1.9-fold, beyond the threshold, where one
-       control moved it at most e^0.02-fold).
+       control moved it at most e^0.02-fold). The top of the order is tested one example
+       at a time, ``CHUNK`` at a time, for as long as at least ``DENSE`` of the last chunk
+       did harm past the threshold: where harm is that dense, groups are nearly all harmful
+       and splitting them costs more than single tests (measured: 80 poisons in 1000, half
+       of the order's first 152, as when one screen ranks them first and the others
+       interleave their own picks; groups of six ran out of trials and nothing was
+       flagged, one by one all 80 were, within 226 trials).
     4. *Joint check.* Retrain on everything but the flagged set. If its error is not back
        near the clean level (``BASE_SHARE`` of the way from the lowest error without a
        prefix to the full set's, as group testing's clean base), the weaker candidates
@@ -489,12 +498,21 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         """Whether the group g did more harm than the weaker candidates' level under some seed."""
         return bool((harm[:, g[0]] > weak).any())
 
-    tested, size, flagged = 0, min(2 * knee, reach), []
+    tested, size, flagged, dense = 0, min(2 * knee, reach), [], True
     while True:
-        new = [int(i) for i in order[tested:size]]
-        room = context.budget - len(oracle.search_keys) - reserve
-        group = max(1, math.ceil(2 * len(new) * len(seeds) / max(room, 1)))
-        try:    # split toward the clearly harmful first, then toward the weaker ones
+        try:
+            while dense and tested < size:      # one by one, a chunk at a time, while the harm is dense
+                room = context.budget - len(oracle.search_keys) - reserve
+                new = [int(i) for i in order[tested:min(size, tested + CHUNK, tested + room // len(seeds))]]
+                if not new:
+                    raise BudgetExhausted
+                _test(oracle, seeds, core, core_error, [[i] for i in new], harm, tau, alone)
+                tested += len(new)
+                dense = bool((harm[:, new] > tau[:, None]).all(axis=0).mean() >= DENSE)
+            new = [int(i) for i in order[tested:size]]
+            room = context.budget - len(oracle.search_keys) - reserve
+            group = max(1, math.ceil(2 * len(new) * len(seeds) / max(room, 1)))
+            # split toward the clearly harmful first, then toward the weaker ones
             whole = _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
                           harm, tau, alone, reserve)
             whole = _test(oracle, seeds, core, core_error, list(filter(past_weak, whole)), harm, weak, alone, reserve)

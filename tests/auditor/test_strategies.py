@@ -99,6 +99,14 @@ def _synthetic_audit(context, error_of):
         outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed)) for t in step})
 
 
+def _share_harm(weight):
+    """A trial's error that grows with the harmful examples' share of its training set
+    (``weight`` (n,): each example's harm) and saturates, with a seed-to-seed wobble of 2%."""
+    def error_of(mask, seed):
+        return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+    return error_of
+
+
 def test_core_testing_finds_weak_harm_on_a_small_core():
     # A harm that grows with the harmful examples' share of the training set: 30 strong
     # and 30 weak harmful examples among 1000, ranked by a noisy screen among 100 clean
@@ -114,9 +122,7 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
     screen = rng.random(n)
     screen[harmful] += 0.9
 
-    def error_of(mask, seed):
-        share = weight[mask].sum() / mask.sum()
-        return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * share, 4.0))
+    error_of = _share_harm(weight)
 
     context = Context(n=n, budget=232, screen=screen, confirm_seeds=4)
     verdict, outcomes = _synthetic_audit(context, error_of)
@@ -132,17 +138,36 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
 
 def test_core_testing_splits_harmful_groups_when_the_budget_is_short():
     n = 400
+    harmful = list(range(0, 96, 8))   # every eighth of the screen's first 96: too sparse to test one by one
     weight = np.zeros(n)
-    weight[:12] = 10.0
-    screen = -np.arange(n, dtype=float)               # harmful first, then everything else
+    weight[harmful] = 10.0
+    screen = -np.arange(n, dtype=float)
 
-    def error_of(mask, seed):
-        return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+    error_of = _share_harm(weight)
 
     # room to test the candidates in groups and split the harmful ones down to single examples
-    verdict, _ = _synthetic_audit(Context(n=n, budget=80, screen=screen, confirm_seeds=2), error_of)
+    verdict, _ = _synthetic_audit(Context(n=n, budget=160, screen=screen, confirm_seeds=2), error_of)
     assert verdict.details["group_size"] > 1
-    assert verdict.flagged == list(range(12))
+    assert verdict.flagged == harmful
+
+
+def test_core_testing_tests_a_dense_top_one_by_one():
+    # 80 harmful examples among the screen's first 160 of 1000 (half of them), as when one
+    # screen ranks dense poisons first and the others interleave their own picks. The harm
+    # saturates, so only removing nearly all of them helps. In groups sized by the budget
+    # (six) nearly every group is harmful and splitting them runs out of trials: nothing was
+    # flagged. One by one while half of each chunk is harmful, all of them are.
+    n = 1000
+    harmful = np.sort(np.random.default_rng(1).choice(160, 80, replace=False))
+    weight = np.zeros(n)
+    weight[harmful] = 20.0
+    screen = -np.arange(n, dtype=float)
+
+    error_of = _share_harm(weight)
+
+    verdict, outcomes = _synthetic_audit(Context(n=n, budget=226, screen=screen, confirm_seeds=2), error_of)
+    assert verdict.flagged == harmful.tolist()
+    assert len(outcomes) <= 226 + 3 * 2
 
 
 def test_tests_split_the_most_harmful_groups_first_and_leave_the_rest_whole():
