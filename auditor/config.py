@@ -22,7 +22,8 @@ class AuditConfig(BaseModel):
     budget: int | None = Field(None, ge=1, le=1_000_000, description="most models to train in the search")
     # 8: the training's error is bimodal across seeds, so a real effect needs them (measured on a
     # decoys set, n = 1000, seed 110: a 3.3x effect had p = 0.053 over 6 seeds, 0.009 over 8)
-    confirm_seeds: int = Field(8, ge=2, le=64, description="seeds of the confirmation round")
+    confirm_seeds: int = Field(8, ge=2, le=64, description="seeds of the confirmation round (up to twice as "
+                               "many when the search leaves enough of its budget unused)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed; every trial's seed derives from it")
     model: ModelKind = Field("ssm", description="the student trained in each trial")
     state_dim: int = Field(10, ge=1, le=512, description="SSM state dimension d")

@@ -230,7 +230,7 @@ def _expected_trials(config: AuditConfig, n: int) -> int:
     from auditor.strategies import resolve
 
     _, budget = resolve(config.strategy, n=n, budget=config.budget)
-    return budget + 2 * config.confirm_seeds
+    return budget + 3 * config.confirm_seeds      # at most: extra confirmation seeds use the search's unused budget
 
 
 class _Heartbeat:

@@ -58,9 +58,10 @@ def test_contract_fields(report, audited):
     assert gen["metric"] == result.metric
     for name in ("with_all",) + (("without_flagged", "without_random") if report["confirmation"]["tested"] else ()):
         assert set(gen[name]) == {"geomean", "ci95", "errors", "effective_rank"}
-        assert len(gen[name]["ci95"]) == 2 and len(gen[name]["errors"]) == CONFIG.confirm_seeds
+        assert len(gen[name]["ci95"]) == 2 and len(gen[name]["errors"]) == len(report["confirmation"]["seeds"])
     conf = report["confirmation"]
     assert type(conf["confirmed"]) is bool and conf["seeds"] == result.verdict.confirmation["seeds"]
+    assert CONFIG.confirm_seeds <= len(conf["seeds"]) <= 2 * CONFIG.confirm_seeds
     if report["flagged"]:
         assert conf["confirmed"] and 0 <= conf["p_value"] <= 1 and len(conf["effect_ci95"]) == 2
         assert "without_flagged" in report["kernels"]

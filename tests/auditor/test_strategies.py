@@ -267,7 +267,7 @@ def test_confirmation_needs_more_than_any_removal_of_that_size_does():
     # A training run between two modes: removing anything at all lowers the error 5x.
     from auditor.strategies import confirm
     n = 200
-    context = Context(n=n, confirm_seeds=6)
+    context = Context(n=n, confirm_seeds=6, budget=0)              # no unused budget: 6 seeds
 
     def noise(mask, seed):
         return np.exp(0.2 * np.random.default_rng([seed, int(np.flatnonzero(~mask).sum())]).standard_normal())
@@ -286,11 +286,42 @@ def test_confirmation_needs_more_than_any_removal_of_that_size_does():
     assert result["error_ratio_vs_random"] > 4
 
 
+def test_confirmation_spends_the_unused_search_budget_on_up_to_as_many_seeds_again():
+    from auditor.strategies import confirm
+
+    def harmful(mask, seed):
+        return 0.05 * (5.0 if mask[3] else 1.0)
+
+    for budget, seeds in ((0, 6), (9, 9), (100, 12)):                     # three trials a seed
+        result = _answer(lambda oracle: confirm([3], Context(n=20, confirm_seeds=6, budget=budget), oracle), harmful)
+        assert len(result["seeds"]) == len(result["generalization"]["without_random"]["errors"]) == seeds
+    # nothing flagged, nothing to confirm: the errors with all data are reported over 6 seeds
+    assert len(_answer(lambda oracle: confirm([], Context(n=20, confirm_seeds=6, budget=100), oracle),
+                       harmful)["seeds"]) == 6
+
+
+def test_the_search_starts_on_harm_in_the_geometric_mean_over_the_search_seeds():
+    # Bimodal training: without the 4 harmful examples the error falls to 0.25 under one
+    # seed and to 0.025 under the other (6x in the geometric mean, 1.8x by the worst seed).
+    from auditor.strategies import _prefix_search
+    n = 50
+    order = np.arange(n)                               # the harmful ones are 0-3
+
+    def error_of(low):
+        def error(mask, seed):
+            return 0.45 if mask[:4].any() else low[seed % 2]
+        return error
+
+    for low, searched in (((0.25, 0.025), True), ((0.4, 0.1), False)):
+        details = _answer(lambda oracle: _prefix_search(Context(n=n), oracle, order), error_of(low))[3]
+        assert ("reason" not in details) == searched
+
+
 def test_confirmation_needs_an_effect_that_matters():
     # Removing example 3 lowers the error by 10% under every seed, consistently: significant
     # against no effect, but not more than the 20% an audit counts.
     from auditor.strategies import confirm
-    context = Context(n=200, confirm_seeds=6)
+    context = Context(n=200, confirm_seeds=6, budget=0)            # no unused budget: 6 seeds
 
     def slight(mask, seed):
         return 0.05 * np.exp(0.01 * np.sin(seed + 3 * mask.sum())) * (1.1 if mask[3] else 1.0)
