@@ -27,5 +27,12 @@ class AuditConfig(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed; every trial's seed derives from it")
     model: ModelKind = Field("ssm", description="the student trained in each trial")
     state_dim: int = Field(10, ge=1, le=512, description="SSM state dimension d")
-    max_steps: int = Field(20_000, ge=10, le=1_000_000, description="cap on optimizer steps per model")
+    # 50 000: training slows with the sequence length (measured on clean sets of 200: 6 000 steps
+    # to fit at length 6, 10 000 at 8, 18 000-20 000 at 9), and a model stopped before it fits
+    # shows no implicit bias yet (n = 700, length 9: two cores of 64 of the least suspicious
+    # examples and their pool of 444, stopped at 20 000 steps, had errors 0.015-12.9, four of six
+    # above 0.6; all fitted by 24 000 steps, at 0.08-0.12; the audit found none of the 42 poisons
+    # with a cap of 20 000 and 41 with 50 000). From length 10 on, clean sets had not reached the
+    # fitting threshold after 150 000 steps (error 0.18-0.53): there the cap is what stops them
+    max_steps: int = Field(50_000, ge=10, le=1_000_000, description="cap on optimizer steps per model")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")

@@ -5,6 +5,8 @@
 ``flagged``         sorted example indices judged harmful
 ``scores``          n floats, higher = more harmful (None where not finite)
 ``trials``          models trained
+``unconverged``     of those, the models that stopped at ``max_steps`` before their training
+                    loss reached the fitting threshold
 ``generalization``  ``with_all`` / ``without_flagged`` / ``without_random`` error summaries
                     (``geomean``, ``ci95``, ``errors``, ``effective_rank``) and ``metric``
 ``confirmation``    ``confirmed``, ``p_value``, ``effect_log_ratio``, ``effect_ci95``,
@@ -165,6 +167,7 @@ def build_report(result: AuditResult, dataset: Dataset, config: AuditConfig) -> 
         "flagged": sorted(int(i) for i in verdict.flagged),
         "scores": json_safe(np.asarray(verdict.scores, float)),
         "trials": len(result.outcomes),
+        "unconverged": sum(not o.converged for o in result.outcomes.values()),
         "generalization": _generalization(verdict.confirmation, metric=result.metric),
         "confirmation": _confirmation(verdict.confirmation, flagged=verdict.flagged, details=verdict.details),
         "strategy": result.strategy,
@@ -271,6 +274,9 @@ def status_line(report: dict, *, n: int) -> str:
     if short:                                          # the search stopped short of its plan
         text += f"; the search budget of {report.get('budget')} models was {short}; a larger budget may flag more"
     text += f"; {report['trials']} models trained"
+    if report.get("unconverged"):                      # their errors are not the fitted models'
+        text += (f", {report['unconverged']} of them stopped at max_steps before fitting their training set "
+                 "(a larger max_steps may change the verdict)")
     evaluation = report.get("evaluation")
     if evaluation:
         text += (f"; against ground truth ({evaluation['n_poisons']} poisons): precision "
@@ -373,7 +379,8 @@ def _summary_section(report: dict) -> str:
     conf = report.get("confirmation", {})
     dataset = report.get("reproduce", {}).get("dataset", {})
     rows = [("strategy", report.get("strategy")), ("search budget", report.get("budget")),
-            ("models trained", report.get("trials")), ("examples", dataset.get("n")),
+            ("models trained", report.get("trials")),
+            ("models stopped at max_steps before fitting", report.get("unconverged")), ("examples", dataset.get("n")),
             ("sequence length", dataset.get("length")), ("reference set", dataset.get("n_val")),
             ("metric", report.get("generalization", {}).get("metric")),
             ("flagged", len(report.get("flagged", []))), ("flagged indices", _short_list(report.get("flagged", []))),

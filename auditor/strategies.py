@@ -104,6 +104,11 @@ class Oracle:
         self.budget = budget
         self.search_keys: set[str] = set()
 
+    @property
+    def left(self) -> int:
+        """Search trials the budget still pays for."""
+        return self.budget - len(self.search_keys)
+
     def ask(self, trials: list[Trial], *, search: bool = True) -> list[Outcome]:
         if search:
             new = {t.key for t in trials} - self.search_keys
@@ -214,7 +219,7 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     k = context.search_seeds
     moved = _without_controls(oracle, context, base_mask, stream=2)
     reference = np.median(moved, axis=0) if moved else base                  # (seeds,)
-    room = max((context.budget - len(oracle.search_keys)) // k - 20, 1)
+    room = max(oracle.left // k - 20, 1)
     groups = np.array_split(removed, min(room, len(removed)))
     added = np.log(np.array(_errors(oracle, [_with(base_mask, g) for g in groups], context)) / reference)
     harm = np.zeros(n)
@@ -281,7 +286,8 @@ def _prefix_search(context: Context, oracle: Oracle,
     details = {"full_error": float(full.max()),
                "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
     if not _gmean(full) > MIN_HARM_RATIO * min(_gmean(e) for e in errors.values()):
-        details["reason"] = f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x or more"
+        details["reason"] = (f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x "
+                             "or more in the geometric mean over the search seeds")
     return full, errors, best, details
 
 
@@ -401,13 +407,17 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        h = log error(core + group) - log error(reference), under each search seed when
        the budget has room (else the first); the reference is the median error of the
        core with one control added (:func:`_reference`). A candidate is flagged if, tested
-       alone, under every seed, the core with it is no longer clean (h > ``CLEAN_SHARE``
-       x log(error(all) / error(reference)), the rule that judges every set clean) and it
-       does more harm than every control. Groups past that threshold are split first,
-       the most harmful first, then those past the level of the weaker candidates (step
-       4); a group the budget leaves whole is not flagged (measured: groups of five clean
-       examples moved a core's error up to e^1.9-fold, beyond the threshold, where one
-       control moved it at most e^0.02-fold). The top of the order is tested one example
+       alone, under every seed, the core with it is no longer clean (its log error lies
+       more than ``CLEAN_SHARE`` of the way from the clean level to the full set's error,
+       the rule that judges every set clean) and it does more harm than every control.
+       The clean level is the reference's error or, where a core sits below it, the lowest
+       error of the prefix search (measured on a set of n = 500: a core at 0.0084, whose
+       own third of the way ended at 0.039, took 17 clean examples that each raised its
+       error 4.7-fold or more, while the clean examples alone had 0.09 over 32 seeds).
+       Groups past that threshold are split first, the most harmful first, then those
+       past the level of the weaker candidates (step 4); a group the budget leaves whole
+       is not flagged (measured: groups of five clean examples moved a core's error up to
+       e^1.9-fold, beyond the threshold, where one control moved it at most e^0.02-fold). The top of the order is tested one example
        at a time, ``CHUNK`` at a time, for as long as at least ``DENSE`` of the last chunk
        did harm past the threshold: where harm is that dense, groups are nearly all harmful
        and splitting them costs more than single tests (measured: 80 poisons in 1000, half
@@ -446,22 +456,25 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # (2) the controls and the core: seeded random samples of the examples beyond every
     # candidate the search may reach (twice the first candidates); random, so that they are
     # typical (the screen's least suspicious tail holds the smallest, least informative
-    # sequences, on which a model does not learn to extrapolate)
+    # sequences, on which a model does not learn to extrapolate); drawn from the indices, not
+    # the screen's order, so that a reordering beyond ``reach`` draws the same core (measured
+    # on a clean set, n = 300: screens that differed only in their checkpoints' spacing drew
+    # another core from the same 292 examples, and that core's audit flagged 5 examples)
     reach = min(4 * knee, n // 2)                                           # at least half the set stays out
-    rest = np.random.default_rng(context.seed).permutation(order[reach:])
+    rest = np.random.default_rng(context.seed).permutation(np.sort(order[reach:]))
     controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
     pool = rest[len(controls):]
     # every test runs under each search seed when the budget has room for testing all the
     # candidates the search may reach that way (on one core), else under the first
     k = context.search_seeds
-    room = context.budget - len(oracle.search_keys)
-    seeds = [context.seed + j for j in range(k if k * (2 + len(controls) + reach) <= room else 1)]
+    seeds = [context.seed + j for j in range(k if k * (2 + len(controls) + reach) <= oracle.left else 1)]
 
     # a candidate is harmful if the core with it is not clean (its log error lies more than
-    # CLEAN_SHARE of the way from the reference's to the full set's) and it does more harm than
-    # every control. A core that a control already leaves unclean is fragile (it sits where
-    # any addition tips the training into a worse mode): up to CORE_DRAWS cores are drawn,
-    # and the first that every control leaves clean is kept (else the least fragile).
+    # CLEAN_SHARE of the way from the clean level, the reference's or the best prefix's if
+    # higher, to the full set's) and it does more harm than every control. A core that a
+    # control already leaves unclean is fragile (it sits where any addition tips the training
+    # into a worse mode): up to CORE_DRAWS cores are drawn, and the first that every control
+    # leaves clean is kept (else the least fragile).
     def draw(d: int) -> np.ndarray:
         """Core number d: a seeded random sample of the pool, as a mask (n,)."""
         return _with(np.zeros(n, bool), np.random.default_rng([context.seed, d]).permutation(pool)[:CORE_SIZE])
@@ -470,7 +483,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     for d in range(CORE_DRAWS):
         core = draw(d)
         core_error, harm = _reference(oracle, context, seeds, core, controls)     # (S,), (S, n)
-        unclean = np.maximum(CLEAN_SHARE * np.log(full[:len(seeds)] / core_error), 0.0)  # (S,)
+        anchor = np.maximum(core_error, best)                                  # (S,) the clean level
+        unclean = np.maximum(np.log(_clean_limit(anchor, full[:len(seeds)]) / core_error), 0.0)  # (S,)
         excess = float((harm[:, controls].max(axis=1) - unclean).max()) if controls else -1.0
         draws.append((excess, d, core, core_error, harm, unclean))
         if excess < 0:
@@ -503,6 +517,10 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     reserve = k * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))   # room kept for the joint checks
     alone = np.zeros(n, bool)                                               # tested alone on the core
 
+    def past_tau(examples) -> np.ndarray:
+        """Whether each of the ``examples`` did harm past the threshold under every seed."""
+        return (harm[:, examples] > tau[:, None]).all(axis=0)
+
     def past_weak(g: list[int]) -> bool:
         """Whether the group g did more harm than the weaker candidates' level under some seed."""
         return bool((harm[:, g[0]] > weak).any())
@@ -511,16 +529,15 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     while True:
         try:
             while dense and tested < size:      # one by one, a chunk at a time, while the harm is dense
-                room = context.budget - len(oracle.search_keys) - reserve
-                new = [int(i) for i in order[tested:min(size, tested + CHUNK, tested + room // len(seeds))]]
+                stop = min(size, tested + CHUNK, tested + (oracle.left - reserve) // len(seeds))
+                new = [int(i) for i in order[tested:stop]]
                 if not new:
                     raise BudgetExhausted
                 _test(oracle, seeds, core, core_error, [[i] for i in new], harm, tau, alone)
                 tested += len(new)
-                dense = bool((harm[:, new] > tau[:, None]).all(axis=0).mean() >= DENSE)
+                dense = bool(past_tau(new).mean() >= DENSE)
             new = [int(i) for i in order[tested:size]]
-            room = context.budget - len(oracle.search_keys) - reserve
-            group = max(1, math.ceil(2 * len(new) * len(seeds) / max(room, 1)))
+            group = max(1, math.ceil(2 * len(new) * len(seeds) / max(oracle.left - reserve, 1)))
             # split toward the clearly harmful first, then toward the weaker ones
             whole = _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
                           harm, tau, alone, reserve)
@@ -531,7 +548,7 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         except BudgetExhausted:
             details["budget"] = "exhausted while testing: untested candidates are not flagged"
         tested = size
-        clear = alone & (harm > tau[:, None]).all(axis=0)                   # (n,) harmful on their own
+        clear = alone & past_tau(slice(None))                               # (n,) harmful on their own
         strong = [int(i) for i in order[:tested] if clear[i]]
         weaker = [int(i) for i in order[:tested] if harm[:, i].mean() > weak.mean() and not clear[i]]
         try:
@@ -648,7 +665,7 @@ def _test(oracle: Oracle, seeds: list[int], core: np.ndarray, core_error: np.nda
         split.sort(key=lambda t: t[0])
         room = len(split)
         if reserve is not None:
-            room = max((oracle.budget - len(oracle.search_keys) - reserve) // (2 * len(seeds)), 0)
+            room = max((oracle.left - reserve) // (2 * len(seeds)), 0)
         whole += [g for _, g in split[room:]]
         groups = [half for _, g in split[:room] for half in (g[:len(g) // 2], g[len(g) // 2:])]
     return whole
@@ -716,7 +733,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     geometric mean and interval.
     """
     n = context.n
-    room = max(context.budget - len(oracle.search_keys), 0) // 3 if flagged else 0
+    room = max(oracle.left, 0) // 3 if flagged else 0
     seeds = [context.seed + 1000 + j for j in range(context.confirm_seeds + min(context.confirm_seeds, room))]
     rng = np.random.default_rng(context.seed + 1)
     others = np.setdiff1d(np.arange(n), flagged)

@@ -54,6 +54,7 @@ def test_contract_fields(report, audited):
     assert all(type(i) is int and 0 <= i < N for i in report["flagged"])
     assert len(report["scores"]) == N and all(s is None or type(s) is float for s in report["scores"])
     assert report["trials"] == len(result.outcomes) and type(report["trials"]) is int
+    assert report["unconverged"] == sum(not o.converged for o in result.outcomes.values())
     gen = report["generalization"]
     assert gen["metric"] == result.metric
     for name in ("with_all",) + (("without_flagged", "without_random") if report["confirmation"]["tested"] else ()):
@@ -134,7 +135,9 @@ def test_status_line_variants(report):
                                                           "effect_ci95": [1.0, 3.0]}}
     line = status_line(flagged, n=100)
     assert line.startswith("1 of 100 examples flagged") and "7.9x" in line and "p = 0.002" in line
-    assert "budget" not in line
+    assert "budget" not in line and "max_steps" not in line
+    slow = {**flagged, "trials": 40, "unconverged": 7}
+    assert "40 models trained, 7 of them stopped at max_steps before fitting" in status_line(slow, n=100)
     short = {**flagged, "budget": 232, "details": {"budget": "exhausted while testing: groups left whole"}}
     assert ("the search budget of 232 models was exhausted while testing: groups left whole; a larger budget"
             in status_line(short, n=100))

@@ -136,6 +136,41 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
     assert min(verdict.details["threshold"]) >= np.log(1.2)
 
 
+def test_core_testing_draws_its_core_from_the_examples_not_the_screens_order_of_them():
+    # Two screens that agree on the first half of the order and differ beyond it, where the
+    # core and the controls come from: the same core, so the same trials and verdict.
+    n = 400
+    weight = np.zeros(n)
+    weight[[0, 3, 7, 12, 20]] = 20.0
+    screen = -np.arange(n, dtype=float)
+    reordered = screen.copy()
+    reordered[n // 2:] = np.random.default_rng(5).permutation(screen[n // 2:])
+    audits = [_synthetic_audit(Context(n=n, budget=200, screen=s, confirm_seeds=2), _share_harm(weight))
+              for s in (screen, reordered)]
+    assert audits[0][0].flagged == audits[1][0].flagged == [0, 3, 7, 12, 20]
+    assert set(audits[0][1]) == set(audits[1][1])
+
+
+def test_a_core_below_the_sets_clean_level_flags_only_what_makes_it_unclean_at_that_level():
+    # Error that grows with the training set's size (a core of 64 sits 3x below the lowest
+    # error any prefix removal reaches) and with the harmful share. Five poisons ruin any set;
+    # example 10 raises the core's error 10x, past a third of the way (in log error) from the
+    # core's own error to the full set's (7x), but the set without the poisons only 1.47x,
+    # within the clean band: judged from the set's clean level, it stays.
+    n = 400
+    weight = np.zeros(n)
+    weight[[0, 2, 4, 6, 8]] = 40.0
+    weight[10] = 19.0
+
+    def error_of(mask, seed):
+        m = mask.sum()
+        return 0.01 * (m / 64) * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / m, 4.0))
+
+    screen = -np.arange(n, dtype=float)
+    verdict, _ = _synthetic_audit(Context(n=n, budget=200, screen=screen, confirm_seeds=2), error_of)
+    assert verdict.flagged == [0, 2, 4, 6, 8]
+
+
 def test_core_testing_splits_harmful_groups_when_the_budget_is_short():
     n = 400
     harmful = list(range(0, 96, 8))   # every eighth of the screen's first 96: too sparse to test one by one
@@ -252,20 +287,25 @@ def test_weaker_candidates_are_judged_on_the_mean_over_the_search_seeds():
         assert (flagged, used) == (list(range(joined)), joined)
 
 
-def _answer(call, error_of):
+def _answer(call, error_of, budget=10_000):
     """Call ``call(oracle)`` until the stored outcomes suffice, answering with ``error_of``."""
     from auditor.strategies import NeedTrials, Oracle
     outcomes = {}
     while True:
         try:
-            return call(Oracle(outcomes, budget=10_000))
+            return call(Oracle(outcomes, budget=budget))
         except NeedTrials as need:
             outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed)) for t in need.trials})
 
 
+def _confirm(flagged, context, error_of):
+    """The confirmation round of ``flagged``, with the search budget of ``context`` unused."""
+    from auditor.strategies import confirm
+    return _answer(lambda oracle: confirm(flagged, context, oracle), error_of, budget=context.budget)
+
+
 def test_confirmation_needs_more_than_any_removal_of_that_size_does():
     # A training run between two modes: removing anything at all lowers the error 5x.
-    from auditor.strategies import confirm
     n = 200
     context = Context(n=n, confirm_seeds=6, budget=0)              # no unused budget: 6 seeds
 
@@ -275,29 +315,27 @@ def test_confirmation_needs_more_than_any_removal_of_that_size_does():
     def between_modes(mask, seed):
         return 0.05 * noise(mask, seed) * (5.0 if mask.all() else 1.0)
 
-    result = _answer(lambda oracle: confirm([3], context, oracle), between_modes)
+    result = _confirm([3], context, between_modes)
     assert result["p_value"] < 0.05 and result["p_value_vs_random"] > 0.05
 
     def harmful(mask, seed):                       # example 3 harms; nothing else matters
         return 0.05 * noise(mask, seed) * (5.0 if mask[3] else 1.0)
 
-    result = _answer(lambda oracle: confirm([3], context, oracle), harmful)
+    result = _confirm([3], context, harmful)
     assert max(result["p_value"], result["p_value_vs_random"]) < 0.05
     assert result["error_ratio_vs_random"] > 4
 
 
 def test_confirmation_spends_the_unused_search_budget_on_up_to_as_many_seeds_again():
-    from auditor.strategies import confirm
 
     def harmful(mask, seed):
         return 0.05 * (5.0 if mask[3] else 1.0)
 
     for budget, seeds in ((0, 6), (9, 9), (100, 12)):                     # three trials a seed
-        result = _answer(lambda oracle: confirm([3], Context(n=20, confirm_seeds=6, budget=budget), oracle), harmful)
+        result = _confirm([3], Context(n=20, confirm_seeds=6, budget=budget), harmful)
         assert len(result["seeds"]) == len(result["generalization"]["without_random"]["errors"]) == seeds
     # nothing flagged, nothing to confirm: the errors with all data are reported over 6 seeds
-    assert len(_answer(lambda oracle: confirm([], Context(n=20, confirm_seeds=6, budget=100), oracle),
-                       harmful)["seeds"]) == 6
+    assert len(_confirm([], Context(n=20, confirm_seeds=6, budget=100), harmful)["seeds"]) == 6
 
 
 def test_the_search_starts_on_harm_in_the_geometric_mean_over_the_search_seeds():
@@ -320,7 +358,6 @@ def test_the_search_starts_on_harm_in_the_geometric_mean_over_the_search_seeds()
 def test_confirmation_needs_an_effect_that_matters():
     # Removing example 3 lowers the error by 10% under every seed, consistently: significant
     # against no effect, but not more than the 20% an audit counts.
-    from auditor.strategies import confirm
     context = Context(n=200, confirm_seeds=6, budget=0)            # no unused budget: 6 seeds
 
     def slight(mask, seed):
@@ -329,8 +366,8 @@ def test_confirmation_needs_an_effect_that_matters():
     def strong(mask, seed):
         return 0.05 * np.exp(0.01 * np.sin(seed + 3 * mask.sum())) * (1.5 if mask[3] else 1.0)
 
-    assert _answer(lambda oracle: confirm([3], context, oracle), slight)["p_value"] > 0.5
-    assert _answer(lambda oracle: confirm([3], context, oracle), strong)["p_value"] < 0.05
+    assert _confirm([3], context, slight)["p_value"] > 0.5
+    assert _confirm([3], context, strong)["p_value"] < 0.05
 
 
 def test_core_reference_is_the_median_control_not_a_lucky_core():
