@@ -417,13 +417,14 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        Groups past that threshold are split first, the most harmful first, then those
        past the level of the weaker candidates (step 4); a group the budget leaves whole
        is not flagged (measured: groups of five clean examples moved a core's error up to
-       e^1.9-fold, beyond the threshold, where one control moved it at most e^0.02-fold). The top of the order is tested one example
-       at a time, ``CHUNK`` at a time, for as long as at least ``DENSE`` of the last chunk
-       did harm past the threshold: where harm is that dense, groups are nearly all harmful
-       and splitting them costs more than single tests (measured: 80 poisons in 1000, half
-       of the order's first 152, as when one screen ranks them first and the others
-       interleave their own picks; groups of six ran out of trials and nothing was
-       flagged, one by one all 80 were, within 226 trials).
+       e^1.9-fold, beyond the threshold, where one control moved it at most e^0.02-fold).
+       The top of the order is tested one example at a time, ``CHUNK`` at a time, for as
+       long as at least ``DENSE`` of the last chunk did harm past the threshold: where harm
+       is that dense, groups are nearly all harmful and splitting them costs more than
+       single tests (measured: 80 poisons in 1000, half of the order's first 152, as when
+       one screen ranks them first and the others interleave their own picks; groups of
+       six ran out of trials and nothing was flagged, one by one all 80 were, within 226
+       trials).
     4. *Joint check.* Retrain on everything but the flagged set. If its error is not back
        near the clean level (``BASE_SHARE`` of the way from the lowest error without a
        prefix to the full set's, as group testing's clean base), the weaker candidates
@@ -733,7 +734,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     geometric mean and interval.
     """
     n = context.n
-    room = max(oracle.left, 0) // 3 if flagged else 0
+    room = oracle.left // 3 if flagged else 0                               # (the oracle never overspends)
     seeds = [context.seed + 1000 + j for j in range(context.confirm_seeds + min(context.confirm_seeds, room))]
     rng = np.random.default_rng(context.seed + 1)
     others = np.setdiff1d(np.arange(n), flagged)
