@@ -180,10 +180,19 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
        which may sit in a lucky or unlucky mode of the training.
     3. *Joint harm.* Add back the least harmful examples of R in growing amounts; the
        largest part that keeps the error near the reference (``CLEAN_SHARE``) goes back.
-       The rest is flagged: the examples whose joint presence does the harm.
-    4. *Prune.* Add each flagged example back alone to the cleaned set; of those that
-       leave it clean and do no more harm than random clean examples do, as many as keep
-       it clean together, least harmful first, are unflagged (:func:`_prune`).
+       The rest is flagged: the examples whose joint presence does the harm. So is, and
+       for good, every example (group) whose harm in step 2 exceeded, under every seed,
+       both ``MIN_EFFECT`` and the control band (how far above the reference any control
+       moved the base): where the reference sits in a worse mode of the training than
+       the base, the clean limit lets a weak poison back with the harmless (measured on a
+       set of n = 90: base 0.011, reference 0.068, a poison at +1.09 and +0.40 in log
+       error against a band of 0.18 went back at a joint error of 0.073), and where one
+       control moves the cleaned set's error a lot, so does step 4 (n = 80: a poison at
+       +2.0 and +0.92 went back under control harms of 0.26 and 0.25). Without all its
+       poisons each set's error ended 4.8x and 1.9x the clean examples' own.
+    4. *Prune.* Add each other flagged example back alone to the cleaned set; of those
+       that leave it clean and do no more harm than random clean examples do, as many as
+       keep it clean together, least harmful first, are unflagged (:func:`_prune`).
     5. Confirm over fresh seeds (:func:`confirm`).
 
     Every decision is a measured error of retrained models, and a set counts as clean only
@@ -222,12 +231,18 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     room = max(oracle.left // k - 20, 1)
     groups = np.array_split(removed, min(room, len(removed)))
     added = np.log(np.array(_errors(oracle, [_with(base_mask, g) for g in groups], context)) / reference)
-    harm = np.zeros(n)
+    # the control band: how far above the reference one perturbation of the base moves it
+    band = np.maximum(np.max([np.log(e / reference) for e in moved], axis=0, initial=0.0), MIN_EFFECT)  # (seeds,)
+    harm, settled = np.zeros(n), np.zeros(n, bool)                          # settled: flagged for good
     for g, h in zip(groups, added):                                         # h: (seeds,)
         harm[g] = float(h.mean())
-    details.update(group_size=int(max(len(g) for g in groups)), reference_error=reference.tolist())
+        settled[g] = bool((h > band).all())
+    details.update(group_size=int(max(len(g) for g in groups)), reference_error=reference.tolist(),
+                   control_band=band.tolist(), settled=int(settled.sum()))
 
-    # (3) add back the least harmful in growing amounts while the joint error stays clean
+    # (3) add back the least harmful in growing amounts while the joint error stays clean; what
+    # did harm beyond the control band under every seed stays flagged whatever the joint
+    # error, and the prune (4) does not put it back
     back_order = removed[np.lexsort((_screen_scores(context)[removed], harm[removed]))]
     amounts = _between(0, len(removed), 12)
     joint = dict(zip(amounts, _errors(oracle, [_with(base_mask, back_order[:a]) for a in amounts], context)))
@@ -242,13 +257,13 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     fine = _between(keep, nxt, 7)
     joint.update(zip(fine, _errors(oracle, [_with(base_mask, back_order[:a]) for a in fine], context)))
     keep = max((a for a in joint if clean(a) and a <= nxt), default=0)
-    flagged = sorted(int(i) for i in back_order[keep:])
+    flagged = sorted({int(i) for i in back_order[keep:]} | {int(i) for i in np.flatnonzero(settled)})
     details.update(put_back=int(keep), joint_errors={int(a): float(e.max()) for a, e in sorted(joint.items())})
 
     # (4) prune: a flagged example that leaves the cleaned set clean when added back alone, and
     # together with the others put back, was flagged only because of where it stood in the order
     try:
-        flagged = _prune(oracle, context, flagged, full, details)
+        flagged = _prune(oracle, context, flagged, full, details, settled=settled)
     except BudgetExhausted:
         details["prune"] = "skipped: budget exhausted"
     scores = harm + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
@@ -317,18 +332,19 @@ def _with(base_mask: np.ndarray, added) -> np.ndarray:
     return mask
 
 
-def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarray, details: dict) -> list[int]:
-    """Unflag what the cleaned set takes back. Each flagged example is added back alone to
-    the cleaned set (everything but the flagged); one that leaves it clean and does no more
-    harm, under every seed, than the most harmful of ``CONTROLS`` random examples of the
-    cleaned set does (h_c = log error(cleaned) - log error(cleaned - c)) may go back. They
-    go back together, least harmful (worst over the seeds) first, as many as keep the
-    cleaned set clean (bisection, assuming that adding more of them does not lower the
-    error). Without the rest of the poisons an example's own harm shows far more clearly
-    than in step 2, where most of them were still in; the controls keep a weak poison,
-    which the clean rule alone lets back, flagged where clean examples barely move the
-    error (common random numbers), and let clean examples back where they move it a lot
-    (measured: a deep classifier's target loss, up to e^2-fold)."""
+def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarray, details: dict,
+           *, settled: np.ndarray | None = None) -> list[int]:
+    """Unflag what the cleaned set takes back. Each flagged example that is not ``settled``
+    (n,) is added back alone to the cleaned set (everything but the flagged); one that
+    leaves it clean and does no more harm, under every seed, than the most harmful of
+    ``CONTROLS`` random examples of the cleaned set does (h_c = log error(cleaned) - log
+    error(cleaned - c)) may go back. They go back together, least harmful (worst over the
+    seeds) first, as many as keep the cleaned set clean (bisection, assuming that adding
+    more of them does not lower the error). Without the rest of the poisons an example's
+    own harm shows far more clearly than in step 2, where most of them were still in; the
+    controls keep a weak poison, which the clean rule alone lets back, flagged where clean
+    examples barely move the error (common random numbers), and let clean examples back
+    where they move it a lot (measured: a deep classifier's target loss, up to e^2-fold)."""
     if not flagged:
         return flagged
     n = context.n
@@ -337,9 +353,10 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
     without = _without_controls(oracle, context, cleaned, stream=1)
     null = np.max([np.log(base / e) for e in without], axis=0, initial=0.0)  # (seeds,)
     limit = _clean_limit(base, float(full.min()))
-    alone = dict(zip(flagged, _errors(oracle, [_with(cleaned, [i]) for i in flagged], context)))
+    unsettled = [i for i in flagged if settled is None or not settled[i]]
+    alone = dict(zip(unsettled, _errors(oracle, [_with(cleaned, [i]) for i in unsettled], context)))
     harm = {i: np.log(e / base) for i, e in alone.items()}                  # (seeds,) each
-    harmless = sorted((i for i in flagged if (alone[i] <= limit).all() and (harm[i] <= null).all()),
+    harmless = sorted((i for i in unsettled if (alone[i] <= limit).all() and (harm[i] <= null).all()),
                       key=lambda i: (float(harm[i].max()), i))
     joint: dict[int, float] = {}
 

@@ -455,3 +455,25 @@ def test_prune_puts_back_what_does_no_more_harm_than_clean_examples_least_harmfu
 
     kept = _answer(lambda oracle: _prune(oracle, context, list(range(20)), full, {}), noisy)
     assert set(range(10)) <= set(kept) <= set(range(14)) and len(kept) >= 13
+
+
+@pytest.mark.parametrize("worse", [0, 1])
+def test_group_testing_keeps_flagged_what_did_harm_beyond_the_control_band(worse):
+    # The training has two modes that follow the set's size, not its harm (sets whose size
+    # has the parity ``worse`` err 3x more), so the clean base and what is added back to it
+    # may sit in different modes: the weak poison (4) fits under the joint rule's limit with
+    # the harmless examples, or the prune's controls (one removal switches the mode) let it
+    # back. Its harm in step 2, beyond every control's (each control moves the perturbed
+    # base's error by nothing), keeps it flagged.
+    n = 60
+    weight = np.zeros(n)
+    weight[:4], weight[4] = 20.0, 6.0
+
+    def error_of(mask, seed):
+        mode = 3.0 if mask.sum() % 2 == worse else 1.0
+        return mode * 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+
+    context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
+    verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
+    assert verdict.details["settled"] >= 1
+    assert verdict.flagged == list(range(5))
