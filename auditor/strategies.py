@@ -188,8 +188,8 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
        set of n = 90: base 0.011, reference 0.068, a poison at +1.09 and +0.40 in log
        error against a band of 0.18 went back at a joint error of 0.073), and where one
        control moves the cleaned set's error a lot, so does step 4 (n = 80: a poison at
-       +2.0 and +0.92 went back under control harms of 0.26 and 0.25). Without all its
-       poisons each set's error ended 4.8x and 1.9x the clean examples' own.
+       +2.0 and +0.92 went back under control harms of 0.26 and 0.25). With that poison
+       back, the two sets' errors ended 4.8x and 1.9x the clean examples' own.
     4. *Prune.* Add each other flagged example back alone to the cleaned set; of those
        that leave it clean and do no more harm than random clean examples do, as many as
        keep it clean together, least harmful first, are unflagged (:func:`_prune`).
