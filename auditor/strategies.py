@@ -180,16 +180,22 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
        which may sit in a lucky or unlucky mode of the training.
     3. *Joint harm.* Add back the least harmful examples of R in growing amounts; the
        largest part that keeps the error near the reference (``CLEAN_SHARE``) goes back.
-       The rest is flagged: the examples whose joint presence does the harm. So is, and
-       for good, every example (group) whose harm in step 2 exceeded, under every seed,
-       both ``MIN_EFFECT`` and the control band (how far above the reference any control
-       moved the base): where the reference sits in a worse mode of the training than
-       the base, the clean limit lets a weak poison back with the harmless (measured on a
-       set of n = 90: base 0.011, reference 0.068, a poison at +1.09 and +0.40 in log
-       error against a band of 0.18 went back at a joint error of 0.073), and where one
-       control moves the cleaned set's error a lot, so does step 4 (n = 80: a poison at
-       +2.0 and +0.92 went back under control harms of 0.26 and 0.25). With that poison
-       back, the two sets' errors ended 4.8x and 1.9x the clean examples' own.
+       The rest is flagged: the examples whose joint presence does the harm. Where the
+       reference lies more than ``MIN_EFFECT`` above the base under every seed (the base
+       sits in a luckier mode than its perturbations), so is, and for good, every example
+       (group) whose harm in step 2 exceeded, under every seed, both ``MIN_EFFECT`` and
+       the control band (how far above the reference any control moved the base): there
+       the clean limit, anchored at the reference, lets a weak poison back with the
+       harmless (measured on a set of n = 90: base 0.011, reference 0.068, a poison at
+       +1.09 and +0.40 in log error against a band of 0.18 went back at a joint error of
+       0.073), and so may step 4 (n = 80, reference 1.7x the base: a poison at +2.0 and
+       +0.92, put back in step 3, would go back under control harms of 0.26 and 0.25).
+       With that poison back, the two sets' errors ended 4.8x and 1.9x the clean
+       examples' own. Where the reference is level with the base, the joint rule is as
+       strict as meant, and the clean examples that pass the band (the removed are the
+       screen's most suspicious, the controls typical) are left to it (measured on four
+       such sets, n = 60-140: 7 clean examples would have been settled, and no poison
+       that the joint rule did not flag anyway).
     4. *Prune.* Add each other flagged example back alone to the cleaned set; of those
        that leave it clean and do no more harm than random clean examples do, as many as
        keep it clean together, least harmful first, are unflagged (:func:`_prune`).
@@ -233,16 +239,17 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     added = np.log(np.array(_errors(oracle, [_with(base_mask, g) for g in groups], context)) / reference)
     # the control band: how far above the reference one perturbation of the base moves it
     band = np.maximum(np.max([np.log(e / reference) for e in moved], axis=0, initial=0.0), MIN_EFFECT)  # (seeds,)
+    loose = bool((reference > base * math.exp(MIN_EFFECT)).all())             # the base sits in a luckier mode
     harm, settled = np.zeros(n), np.zeros(n, bool)                          # settled: flagged for good
     for g, h in zip(groups, added):                                         # h: (seeds,)
         harm[g] = float(h.mean())
-        settled[g] = bool((h > band).all())
+        settled[g] = bool((h > band).all()) and loose
     details.update(group_size=int(max(len(g) for g in groups)), reference_error=reference.tolist(),
                    control_band=band.tolist(), settled=int(settled.sum()))
 
-    # (3) add back the least harmful in growing amounts while the joint error stays clean; what
-    # did harm beyond the control band under every seed stays flagged whatever the joint
-    # error, and the prune (4) does not put it back
+    # (3) add back the least harmful in growing amounts while the joint error stays clean; where
+    # the base is luckier than the reference, what did harm beyond the control band under every
+    # seed stays flagged whatever the joint error, and the prune (4) does not put it back
     back_order = removed[np.lexsort((_screen_scores(context)[removed], harm[removed]))]
     amounts = _between(0, len(removed), 12)
     joint = dict(zip(amounts, _errors(oracle, [_with(base_mask, back_order[:a]) for a in amounts], context)))

@@ -460,11 +460,11 @@ def test_prune_puts_back_what_does_no_more_harm_than_clean_examples_least_harmfu
 @pytest.mark.parametrize("worse", [0, 1])
 def test_group_testing_keeps_flagged_what_did_harm_beyond_the_control_band(worse):
     # The training has two modes that follow the set's size, not its harm (sets whose size
-    # has the parity ``worse`` err 3x more), so the clean base and what is added back to it
-    # may sit in different modes: the weak poison (4) fits under the joint rule's limit with
-    # the harmless examples, or the prune's controls (one removal switches the mode) let it
-    # back. Its harm in step 2, beyond every control's (each control moves the perturbed
-    # base's error by nothing), keeps it flagged.
+    # has the parity ``worse`` err 3x more), so the clean base sits in another mode than its
+    # perturbations and what is added back to it: the weak poison (4) fits under the joint
+    # rule's limit with the harmless examples, or the prune's controls (one removal switches
+    # the mode) let it back. Its harm in step 2, beyond every control's (each control moves
+    # the perturbed base's error by nothing), keeps it flagged.
     n = 60
     weight = np.zeros(n)
     weight[:4], weight[4] = 20.0, 6.0
@@ -477,3 +477,20 @@ def test_group_testing_keeps_flagged_what_did_harm_beyond_the_control_band(worse
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
     assert verdict.details["settled"] >= 1
     assert verdict.flagged == list(range(5))
+
+
+def test_group_testing_leaves_mild_harm_to_the_joint_rule_where_the_base_is_not_lucky():
+    # No modes: the base's perturbations err as the base does, so the joint rule's limit is
+    # as strict as meant. Example 3, removed with the poisons (0, 1, 2, 5), raises the error
+    # 1.3x, more than any control and 20%, but leaves the set clean: it goes back.
+    n = 60
+    weight = np.zeros(n)
+    weight[[0, 1, 2, 5]], weight[3] = 20.0, 2.0
+
+    def error_of(mask, seed):
+        return 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+
+    context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
+    verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
+    assert verdict.details["removed"] == 6 and verdict.details["settled"] == 0
+    assert verdict.flagged == [0, 1, 2, 5]
