@@ -470,8 +470,7 @@ def test_group_testing_keeps_flagged_what_did_harm_beyond_the_control_band(worse
     weight[:4], weight[4] = 20.0, 6.0
 
     def error_of(mask, seed):
-        mode = 3.0 if mask.sum() % 2 == worse else 1.0
-        return mode * 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+        return (3.0 if mask.sum() % 2 == worse else 1.0) * _share_harm(weight)(mask, seed)
 
     context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
@@ -486,11 +485,7 @@ def test_group_testing_leaves_mild_harm_to_the_joint_rule_where_the_base_is_not_
     n = 60
     weight = np.zeros(n)
     weight[[0, 1, 2, 5]], weight[3] = 20.0, 2.0
-
-    def error_of(mask, seed):
-        return 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
-
     context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
-    verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
+    verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), _share_harm(weight))
     assert verdict.details["removed"] == 6 and verdict.details["settled"] == 0
     assert verdict.flagged == [0, 1, 2, 5]
