@@ -99,11 +99,14 @@ def _synthetic_audit(context, error_of):
         outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed)) for t in step})
 
 
-def _share_harm(weight):
+def _share_harm(weight, *, level=0.05, wobble=0.02, factor=None):
     """A trial's error that grows with the harmful examples' share of its training set
-    (``weight`` (n,): each example's harm) and saturates, with a seed-to-seed wobble of 2%."""
+    (``weight`` (n,): each example's harm) and saturates: ``level`` times e^(8 share), at
+    most e^4, with a seed-to-seed ``wobble`` (odd seeds err that much more), times
+    ``factor(mask, seed)`` where given (a mode of the training, a size effect)."""
     def error_of(mask, seed):
-        return 0.05 * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+        scale = factor(mask, seed) if factor else 1.0
+        return scale * level * (1 + wobble * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
     return error_of
 
 
@@ -162,9 +165,7 @@ def test_a_core_below_the_sets_clean_level_flags_only_what_makes_it_unclean_at_t
     weight[[0, 2, 4, 6, 8]] = 40.0
     weight[10] = 19.0
 
-    def error_of(mask, seed):
-        m = mask.sum()
-        return 0.01 * (m / 64) * (1 + 0.02 * (seed % 2)) * np.exp(min(8 * weight[mask].sum() / m, 4.0))
+    error_of = _share_harm(weight, level=0.01, factor=lambda mask, seed: mask.sum() / 64)
 
     screen = -np.arange(n, dtype=float)
     verdict, _ = _synthetic_audit(Context(n=n, budget=200, screen=screen, confirm_seeds=2), error_of)
@@ -239,11 +240,12 @@ def test_core_testing_flags_an_example_only_on_its_own_harm():
     weight[harmful] = 10.0
     screen = -np.arange(n, dtype=float)
 
-    def error_of(mask, seed):
-        wobble = 0.0
+    def group_wobble(mask, seed):
         if 64 + 2 <= mask.sum() < 90:                  # a group added to the core (not one example)
-            wobble = np.random.default_rng(np.packbits(mask).astype(np.uint32)).uniform(0.0, 1.5)
-        return 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0) + wobble)
+            return np.exp(np.random.default_rng(np.packbits(mask).astype(np.uint32)).uniform(0.0, 1.5))
+        return 1.0
+
+    error_of = _share_harm(weight, wobble=0.0, factor=group_wobble)
 
     short, _ = _synthetic_audit(Context(n=n, budget=80, screen=screen, confirm_seeds=2), error_of)
     assert "budget" in short.details and set(short.flagged) <= set(harmful)
@@ -399,9 +401,7 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
     weight = np.zeros(n)
     weight[:6] = 20.0
 
-    def error_of(mask, seed):
-        lucky = 0.2 if seed == 0 and mask[6:].all() else 1.0
-        return lucky * 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
+    error_of = _share_harm(weight, wobble=0.0, factor=lambda mask, seed: 0.2 if seed == 0 and mask[6:].all() else 1.0)
 
     context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=3)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
@@ -438,9 +438,7 @@ def test_prune_puts_back_what_does_no_more_harm_than_clean_examples_least_harmfu
     weight = np.zeros(n)
     weight[:10], weight[10:14] = 20.0, 8.0
 
-    def error_of(mask, seed):
-        return 0.05 * np.exp(min(8 * weight[mask].sum() / mask.sum(), 4.0))
-
+    error_of = _share_harm(weight, wobble=0.0)
     context = Context(n=n)
     full = np.array([error_of(np.ones(n, bool), 0)] * 2)
     details = {}
@@ -469,9 +467,7 @@ def test_group_testing_keeps_flagged_what_did_harm_beyond_the_control_band(worse
     weight = np.zeros(n)
     weight[:4], weight[4] = 20.0, 6.0
 
-    def error_of(mask, seed):
-        return (3.0 if mask.sum() % 2 == worse else 1.0) * _share_harm(weight)(mask, seed)
-
+    error_of = _share_harm(weight, factor=lambda mask, seed: 3.0 if mask.sum() % 2 == worse else 1.0)
     context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
     assert verdict.details["settled"] >= 1
