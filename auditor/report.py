@@ -226,6 +226,8 @@ def _versions() -> dict:
                 "python": platform.python_version()}
     torch = sys.modules.get("torch")
     versions["torch"] = getattr(torch, "__version__", None) if torch else _dist_version("torch")
+    # the search's statistics (scipy) and the outlier baseline (scikit-learn) shape the report too
+    versions.update({name: _dist_version(name) for name in ("scipy", "scikit-learn")})
     return versions
 
 

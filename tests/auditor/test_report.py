@@ -72,7 +72,8 @@ def test_contract_fields(report, audited):
     rep = report["reproduce"]
     assert rep["dataset_sha256"] == "ab" * 32 and rep["dataset"] == dataset.summary()
     assert rep["config"] == CONFIG.model_dump(mode="json")
-    assert set(rep["versions"]) >= {"auditor", "torch", "numpy", "python"}
+    assert set(rep["versions"]) >= {"auditor", "torch", "numpy", "scipy", "scikit-learn", "python"}
+    assert all(rep["versions"][name] for name in ("numpy", "scipy", "scikit-learn"))
     assert isinstance(report["status_line"], str) and str(N) in report["status_line"]
 
 
