@@ -102,7 +102,8 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         screens = problem.screens(seed=config.seed)
     ordering = [screens[name] for name in problem.ordering if name in screens]
     context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
-                      screen=_rank_max(ordering) if ordering else None)
+                      screen=_rank_max(ordering) if ordering else None,
+                      rank_is_bias=problem.rank_is_bias)
     while True:
         step = plan(strategy, context, outcomes)
         if isinstance(step, Verdict):

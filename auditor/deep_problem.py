@@ -77,6 +77,7 @@ class DeepAuditProblem:
     dtype: str = "float32"
     chunk: int = 0
     ordering: tuple[str, ...] = ORDERING
+    rank_is_bias: bool = False      # the kernel's rank is a diagnostic: crafted poisons need not move it
 
     @property
     def n(self) -> int:

@@ -11,8 +11,11 @@
                     (``geomean``, ``ci95``, ``errors``, ``effective_rank``) and ``metric``
 ``confirmation``    ``confirmed``, ``p_value``, ``effect_log_ratio``, ``effect_ci95``,
                     ``error_ratio``, ``p_value_vs_random``, ``error_ratio_vs_random`` (against
-                    removing a random set of the same size), ``seeds``, and ``tested`` (the
-                    set removed in the round)
+                    removing a random set of the same size), ``rank_drop``, ``rank_drop_ci95``,
+                    ``p_value_rank`` (how much removing the set lowers the models' effective
+                    rank), ``harm_confirmed`` (the error tests passed), ``rank_checked``
+                    (whether the verdict also required the rank to drop),
+                    ``seeds``, and ``tested`` (the set removed in the round)
 ``evaluation``      only with ground truth: ``precision``, ``recall``, ``auroc``, the
                     detector's ``precision_at_k``/``recall_at_k``, ``poisons`` and
                     ``baselines`` (each screen's ``auroc``, ``precision_at_k``, ``recall_at_k``)
@@ -42,7 +45,8 @@ from auditor.config import AuditConfig
 from auditor.data import Dataset
 
 CONFIRMATION_KEYS = ("confirmed", "p_value", "effect_log_ratio", "effect_ci95", "error_ratio",
-                     "p_value_vs_random", "error_ratio_vs_random", "seeds")
+                     "p_value_vs_random", "error_ratio_vs_random", "rank_drop", "rank_drop_ci95",
+                     "p_value_rank", "harm_confirmed", "rank_checked", "seeds")
 GENERALIZATION_GROUPS = ("with_all", "without_flagged", "without_random")
 SUMMARY_KEYS = ("geomean", "ci95", "errors", "effective_rank")
 DPI = 90
@@ -264,6 +268,11 @@ def status_line(report: dict, *, n: int) -> str:
     if flagged:
         text = (f"{len(flagged)} of {n} examples flagged; removing them lowers the {metric} "
                 f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))}")
+    elif tested and conf.get("harm_confirmed"):                  # harm, but not through the implicit bias
+        text = (f"No poisons confirmed: removing {len(tested)} candidate(s) lowers the {metric} "
+                f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))}, but not the effective rank of A "
+                f"(change {_num(conf.get('rank_drop'))}, p = {_num(conf.get('p_value_rank'))}): harm without the "
+                "poisons' mechanism (examples of the set's own distribution that the model fits less well)")
     elif tested:
         text = (f"No harmful examples confirmed: removing {len(tested)} candidate(s) changed the {metric} "
                 f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))} (against removing a random set of the "

@@ -67,6 +67,9 @@ class Context:
     search_seeds : int, seeds every search decision is checked under
     screen : ndarray (n,) or None, suspicion scores that order the search
     alpha : float, significance level of the confirmation
+    rank_is_bias : bool, whether the outcomes' ``effective_rank`` measures the implicit bias
+        that the poisons distort (the SSM students' A); a verdict then also needs removing
+        the flagged set to lower it (see :func:`confirm`)
     """
 
     n: int
@@ -76,6 +79,7 @@ class Context:
     search_seeds: int = 2
     screen: np.ndarray | None = None
     alpha: float = 0.05
+    rank_is_bias: bool = False
 
 
 @dataclass
@@ -756,6 +760,15 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     what any removal of that size does (in a training run that sits between two modes,
     removing one random example can move the error 5x). Errors are summarized by their
     geometric mean and interval.
+
+    The mechanism: the paired drop of the models' effective rank (all minus without
+    flagged, ``rank_drop`` and its 95% t-interval) and the one-sided p-value that it is not
+    above 0 (``p_value_rank``). Clean-label poisons of an SSM work by raising the effective
+    rank of A (all its entries rise together), so that removing them lowers it; a clean set's
+    own harmful examples do not (measured over 8-16 confirmation seeds: on three clean sets,
+    n = 90-850, whose flagged clean examples lower the error 2.8-20x, the rank moved by
+    -0.02 to -0.04 of about 7.0; on 18 poisoned sets, n = 50-1000, poisons at k, k-1 or
+    k-2, with and without decoys, it fell by 0.56-1.87 from 8.0-9.4).
     """
     n = context.n
     room = oracle.left // 3 if flagged else 0                               # (the oracle never overspends)
@@ -778,6 +791,10 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
         result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"]), margin=MIN_EFFECT))
         vs_random = _paired_effect(_log_ratios(groups["without_random"], groups["without_flagged"]))
         result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
+        drop = np.array([a.effective_rank - b.effective_rank for a, b in zip(groups["with_all"], groups["without_flagged"])])
+        rank = _paired_effect(drop[np.isfinite(drop)])
+        result.update(rank_drop=rank["effect_log_ratio"], rank_drop_ci95=rank["effect_ci95"],
+                      p_value_rank=rank["p_value"])
     return result
 
 
@@ -803,7 +820,10 @@ def _log_ratios(a: list[Outcome], b: list[Outcome]) -> np.ndarray:
 
 def _paired_effect(diff: np.ndarray, *, margin: float = 0.0) -> dict:
     """Mean, 95% t-interval and error ratio of paired log ratios, and the one-sided p-value
-    of their mean being at most ``margin``."""
+    of their mean being at most ``margin`` (1 without any pair)."""
+    if not len(diff):
+        return {"effect_log_ratio": math.nan, "effect_ci95": [math.nan, math.nan], "error_ratio": math.nan,
+                "p_value": 1.0}
     lo, hi = _t_interval(diff)
     if len(diff) > 1 and diff.std(ddof=1) > 0:
         p = float(stats.ttest_1samp(diff, margin, alternative="greater").pvalue)
@@ -815,9 +835,11 @@ def _paired_effect(diff: np.ndarray, *, margin: float = 0.0) -> dict:
 
 def _finish(flagged: list[int], scores: np.ndarray, context: Context, oracle: Oracle, details: dict) -> Verdict:
     confirmation = confirm(flagged, context, oracle)
-    confirmed = (bool(flagged) and confirmation["effect_log_ratio"] > 0
-                 and max(confirmation["p_value"], confirmation["p_value_vs_random"]) < context.alpha)
-    confirmation["confirmed"] = confirmed
+    harm = (bool(flagged) and confirmation["effect_log_ratio"] > 0
+            and max(confirmation["p_value"], confirmation["p_value_vs_random"]) < context.alpha)
+    # where the rank measures the implicit bias, harm without the poisons' mechanism is not theirs
+    confirmed = harm and (not context.rank_is_bias or confirmation["p_value_rank"] < context.alpha)
+    confirmation.update(confirmed=confirmed, harm_confirmed=harm, rank_checked=context.rank_is_bias)
     if flagged and not confirmed:
         details["unconfirmed"] = flagged
         flagged = []

@@ -94,6 +94,8 @@ class Problem(Protocol):
 
     device: str
     ordering: tuple[str, ...]       # screens whose scores order the search (each example's highest rank)
+    rank_is_bias: bool              # whether an outcome's effective_rank measures the implicit bias that
+                                    # the poisons distort (a verdict then needs their removal to lower it)
 
     @property
     def n(self) -> int:
@@ -144,6 +146,8 @@ class AuditProblem:
     # the poisons at k-2, against 0.79-0.90 without trace_push); gradient similarity to the
     # trusted set flips sign between placements and only reports.
     ordering: tuple[str, ...] = ("gamma0", "trace_push", "loss_trajectory")
+    # the paper's mechanism: poisons raise the effective rank of A (all its entries together)
+    rank_is_bias: bool = True
 
     @property
     def n(self) -> int:

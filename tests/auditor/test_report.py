@@ -126,8 +126,15 @@ def test_json_safe_handles_numpy_and_non_finite():
 def test_status_line_variants(report):
     unconfirmed = {**report, "flagged": [],
                    "confirmation": {**report["confirmation"], "tested": [1, 2], "confirmed": False,
-                                    "p_value": 0.2, "error_ratio": 1.5, "effect_ci95": [-0.1, 0.9]}}
+                                    "harm_confirmed": False, "p_value": 0.2, "error_ratio": 1.5,
+                                    "effect_ci95": [-0.1, 0.9]}}
     assert status_line(unconfirmed, n=N).startswith("No harmful examples confirmed")
+    natural = {**unconfirmed, "confirmation": {**unconfirmed["confirmation"], "harm_confirmed": True,
+                                               "p_value": 0.001, "error_ratio": 9.0, "rank_drop": -0.03,
+                                               "p_value_rank": 0.9}}
+    line = status_line(natural, n=N)
+    assert line.startswith("No poisons confirmed: removing 2 candidate(s) lowers") and "9x" in line
+    assert "not the effective rank of A (change -0.03, p = 0.9)" in line
     nothing = {**unconfirmed, "confirmation": {"confirmed": False, "tested": [], "seeds": [1, 2]},
                "details": {"reason": "no removal helped"}}
     assert "no removal helped" in status_line(nothing, n=N)

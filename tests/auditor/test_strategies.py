@@ -58,6 +58,18 @@ def test_clean_data_gets_no_flags():
     assert "reason" in result.verdict.details
 
 
+def test_a_clean_sets_own_harmful_examples_are_not_reported_as_poisons():
+    # Clean, n = 90, length 7: 13 examples with large labels harm (removing them lowers the
+    # error about 20x), measured and confirmed, but the effective rank of A stays where it is:
+    # not the poisons' mechanism, so nothing is flagged.
+    ds = validate_arrays(make_benchmark(BenchmarkSpec(kind="clean", n=90, length=7, seed=980)))
+    result = run_audit(ds, AuditConfig())
+    conf = result.verdict.confirmation
+    assert conf["harm_confirmed"] and conf["error_ratio"] > 3 and conf["rank_checked"]
+    assert conf["p_value_rank"] > 0.5 and abs(conf["rank_drop"]) < 0.2
+    assert result.verdict.flagged == [] and result.verdict.details["unconfirmed"]
+
+
 def test_plan_is_pure_and_budget_errors_are_clear():
     context = Context(n=10, budget=3)
     first = plan("group", context, {})
@@ -77,9 +89,9 @@ def test_leave_one_out_and_banzhaf_score_every_example():
         assert np.isfinite(result.verdict.scores).all()
 
 
-def _outcome(key, error):
+def _outcome(key, error, rank=1.0):
     from auditor.trials import Outcome
-    return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, effective_rank=1.0)
+    return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, effective_rank=rank)
 
 
 def test_default_group_budget_at_n_1000_is_under_a_quarter_of_leave_one_out():
@@ -289,15 +301,17 @@ def test_weaker_candidates_are_judged_on_the_mean_over_the_search_seeds():
         assert (flagged, used) == (list(range(joined)), joined)
 
 
-def _answer(call, error_of, budget=10_000):
-    """Call ``call(oracle)`` until the stored outcomes suffice, answering with ``error_of``."""
+def _answer(call, error_of, budget=10_000, rank_of=None):
+    """Call ``call(oracle)`` until the stored outcomes suffice, answering with ``error_of``
+    (and the effective rank ``rank_of``, else 1)."""
     from auditor.strategies import NeedTrials, Oracle
     outcomes = {}
     while True:
         try:
             return call(Oracle(outcomes, budget=budget))
         except NeedTrials as need:
-            outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed)) for t in need.trials})
+            outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed),
+                                             rank_of(t.mask, t.seed) if rank_of else 1.0) for t in need.trials})
 
 
 def _confirm(flagged, context, error_of):
@@ -326,6 +340,35 @@ def test_confirmation_needs_more_than_any_removal_of_that_size_does():
     result = _confirm([3], context, harmful)
     assert max(result["p_value"], result["p_value_vs_random"]) < 0.05
     assert result["error_ratio_vs_random"] > 4
+
+
+def test_a_verdict_needs_the_poisons_mechanism_where_the_rank_measures_the_implicit_bias():
+    # Example 3 harms (5x error) under every seed. Where removing it also lowers the
+    # effective rank, it is flagged; where the rank does not move, it is flagged only when
+    # the rank says nothing of the implicit bias (a deep classifier's kernel).
+    from auditor.strategies import _finish
+    n = 20
+
+    def harmful(mask, seed):
+        return 0.05 * np.exp(0.1 * np.sin(seed + mask.sum())) * (5.0 if mask[3] else 1.0)
+
+    def rank_up(mask, seed):
+        return 7.0 + 0.05 * np.sin(3 * seed + mask.sum()) + (1.5 if mask[3] else 0.0)
+
+    def rank_level(mask, seed):
+        return 7.0 + 0.05 * np.sin(3 * seed + mask.sum())
+
+    def verdict(rank_of, rank_is_bias):
+        context = Context(n=n, confirm_seeds=6, budget=0, rank_is_bias=rank_is_bias)
+        return _answer(lambda oracle: _finish([3], np.zeros(n), context, oracle, {}), harmful, budget=0,
+                       rank_of=rank_of)
+
+    poison = verdict(rank_up, True)
+    assert poison.flagged == [3] and poison.confirmation["rank_drop"] > 1 and poison.confirmation["p_value_rank"] < 0.05
+    natural = verdict(rank_level, True)
+    assert natural.flagged == [] and natural.details["unconfirmed"] == [3]
+    assert natural.confirmation["harm_confirmed"] and not natural.confirmation["confirmed"]
+    assert verdict(rank_level, False).flagged == [3]
 
 
 def test_confirmation_spends_the_unused_search_budget_on_up_to_as_many_seeds_again():
