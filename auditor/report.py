@@ -278,6 +278,10 @@ def status_line(report: dict, *, n: int) -> str:
                 f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))} (against removing a random set of the "
                 f"same size: p = {_num(conf.get('p_value_vs_random'))}) over {len(conf.get('seeds', []))} seeds, "
                 "not significant")
+    elif isinstance(without := report.get("details", {}).get("without_mechanism"), list) and without:
+        text = (f"No poisons found among {n} examples: the search found {len(without)} whose presence raises "
+                f"the {metric}, but none of them raises the effective rank of A (the poisons' mechanism); they "
+                "are listed in details.without_mechanism")
     else:
         reason = report.get("details", {}).get("reason")
         text = f"No harmful examples found among {n} examples" + (f" ({reason})" if reason else "")

@@ -10,9 +10,10 @@ turns that into the pure function the audit loop calls:
 Replaying from the start on every call is cheap (no training happens inside), makes every
 strategy resumable from stored outcomes for free, and keeps strategies free of state.
 
-Harm is measured, not guessed: a strategy sees only the generalization error of models
-trained on subsets. A screen (per-example scores from one training run) may *order* the
-search; it never decides a verdict.
+Harm is measured, not guessed: a strategy sees only what models trained on subsets show,
+their generalization error and, for the SSM students, the effective rank of A, which the
+poisons' mechanism raises. A screen (per-example scores from one training run) may *order*
+the search; it never decides a verdict.
 
 Strategies
 ----------
@@ -203,9 +204,12 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     4. *Prune.* Add each other flagged example back alone to the cleaned set; of those
        that leave it clean and do no more harm than random clean examples do, as many as
        keep it clean together, least harmful first, are unflagged (:func:`_prune`).
-    5. Confirm over fresh seeds (:func:`confirm`).
+    5. *Mechanism* (where the outcomes' effective rank measures the implicit bias): a
+       flagged example stays flagged only if its group, added to B in step 2, raised the
+       effective rank beyond what B's perturbations did (:func:`_rank_band`; no training).
+    6. Confirm over fresh seeds (:func:`confirm`).
 
-    Every decision is a measured error of retrained models, and a set counts as clean only
+    Every decision is measured on retrained models, and a set counts as clean only
     if it is clean under each of the ``search_seeds`` seeds (the training dynamics are
     sensitive to the start). The screen only orders step 1.
     """
@@ -274,21 +278,33 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     # (4) prune: a flagged example that leaves the cleaned set clean when added back alone, and
     # together with the others put back, was flagged only because of where it stood in the order
     try:
-        flagged = _prune(oracle, context, flagged, full, details, settled=settled)
+        kept = _prune(oracle, context, flagged, full, details, settled=settled)
     except BudgetExhausted:
         details["prune"] = "skipped: budget exhausted"
+        kept = flagged
+    # (5) the mechanism: each flagged example's group, added back to the clean base in step 2,
+    # must have raised the effective rank beyond what the base's perturbations did (trained already)
+    if context.rank_is_bias and kept:
+        centre, band = _rank_band(_without_controls(oracle, context, base_mask, stream=2, rank=True))
+        group_rank = _errors(oracle, [_with(base_mask, g) for g in groups], context, rank=True)
+        raised = {int(i) for g, r in zip(groups, group_rank) if (r - centre > band).all() for i in g}
+        details["without_mechanism"] = [i for i in kept if i not in raised]
+        kept = [i for i in kept if i in raised]
+    flagged = kept
     scores = harm + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
     scores[flagged] += 1.0 + max(harm.max(), 0.0)                            # flagged rank first
     return _finish(flagged, scores, context, oracle, details)
 
 
-def _without_controls(oracle: Oracle, context: Context, mask: np.ndarray, stream: int) -> list[np.ndarray]:
-    """Errors of the set ``mask`` without each of ``CONTROLS`` random examples of it (fewer
-    when it holds fewer than CONTROLS + 1), drawn from the seeded ``stream``: list of (seeds,)."""
+def _without_controls(oracle: Oracle, context: Context, mask: np.ndarray, stream: int,
+                      *, rank: bool = False) -> list[np.ndarray]:
+    """Errors (or effective ranks) of the set ``mask`` without each of ``CONTROLS`` random
+    examples of it (fewer when it holds fewer than CONTROLS + 1), drawn from the seeded
+    ``stream``: list of (seeds,)."""
     kept = np.flatnonzero(mask)
     controls = np.random.default_rng([context.seed, stream]).choice(kept, size=min(CONTROLS, len(kept) - 1),
                                                                      replace=False)
-    return _errors(oracle, [mask & (np.arange(context.n) != c) for c in controls], context)
+    return _errors(oracle, [mask & (np.arange(context.n) != c) for c in controls], context, rank=rank)
 
 
 def _prefix_search(context: Context, oracle: Oracle,
@@ -318,13 +334,14 @@ def _prefix_search(context: Context, oracle: Oracle,
 
 
 def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context,
-            seeds: list[int] | None = None) -> list[np.ndarray]:
-    """Errors of models trained on each mask under each seed (default: the search seeds):
-    list of (seeds,)."""
+            seeds: list[int] | None = None, *, rank: bool = False) -> list[np.ndarray]:
+    """Errors (or, with ``rank``, the effective ranks) of models trained on each mask under
+    each seed (default: the search seeds): list of (seeds,)."""
     seeds = seeds or [context.seed + j for j in range(context.search_seeds)]
     outs = oracle.ask([Trial(m, s) for m in masks for s in seeds])
     k = len(seeds)
-    return [np.array([max(o.error, 1e-12) for o in outs[i * k:(i + 1) * k]]) for i in range(len(masks))]
+    values = [o.effective_rank if rank else max(o.error, 1e-12) for o in outs]
+    return [np.array(values[i * k:(i + 1) * k]) for i in range(len(masks))]
 
 
 def _gmean(errors: np.ndarray) -> float:
@@ -383,6 +400,27 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
     details["prune"] = {"candidates": len(harmless), "put_back": back, "control_harm": null.tolist(),
                         "joint_errors": dict(sorted(joint.items()))}
     return sorted(set(flagged) - set(harmless[:back]))
+
+
+MIN_RANK_RISE = 0.1      # the least rise of the effective rank that counts as the poisons' mechanism
+
+
+def _rank_band(controls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What an addition's effective rank is judged by: the centre (S,), the median of the
+    ``controls``' ranks (each (S,): the set moved by one random example), and the band (S,),
+    the farthest any control lies from it, at least ``MIN_RANK_RISE``. An example shows the
+    poisons' mechanism where its addition lifts the rank above the centre by more than the band.
+
+    Clean-label poisons of an SSM raise all entries of A together: one of them, added to a
+    core or a clean base, raises the effective rank of its model from about 7 by one or more
+    (measured over the audits of 59 generated sets, n = 40-1000, the poisons' energy at k,
+    k-1 or k-2: of 815 tests of a poison, 99.8% rose by more than 0.1, median 1.8, poisons
+    that barely moved the error included; of 1986 tests of a clean example, 3.4%, median
+    0.004, the large-label tail that the error search flags among them; controls moved it
+    by at most 0.06)."""
+    moved = np.array(controls)                                              # (C, S)
+    centre = np.median(moved, axis=0)
+    return centre, np.maximum(np.abs(moved - centre).max(axis=0), MIN_RANK_RISE)
 
 
 def _first_passing(lo: int, hi: int, passes: Callable[[int], bool]) -> int:
@@ -467,10 +505,20 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        as leave the rest clean and do as well, within ``MIN_EFFECT``, as all of them
        (bisection). If the rest is still not clean, the candidates are doubled and step 3
        goes on with the new ones, while the budget lasts.
-    5. Confirm over fresh seeds (:func:`confirm`).
+    5. *Mechanism* (where the outcomes' effective rank measures the implicit bias): a
+       flagged example stays flagged only if it, or the smallest group it was tested in,
+       raised the core's effective rank beyond what every control did under every seed
+       (:func:`_rank_band`; no training). The tests of step 3 already split only the groups
+       that raised it under some seed, and only their members may join as weaker
+       candidates: a group without the mechanism holds no poison, and splitting it spends
+       the budget on clean examples (measured on a set of n = 1000 with 50 poisons: budget
+       exhausted with a poison in a group left whole, and the 6 clean examples flagged
+       beside the others, unflagged for want of the mechanism, put their harm back: 1.68x
+       the clean-only error; with the rank guiding the splits, 49 of 50 and 1.04x).
+    6. Confirm over fresh seeds (:func:`confirm`).
 
-    Every decision is a measured error of retrained models; the screen only orders the
-    search (which examples are candidates, which form the core).
+    Every decision is measured on retrained models; the screen only orders the search
+    (which examples are candidates, which form the core).
     """
     n = context.n
     order = _order(context)
@@ -543,6 +591,17 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # double the candidates while the rest is not clean
     weak = np.maximum(null.max(axis=1) if controls else 0.0, MIN_EFFECT)      # (S,)
     limit = _clean_limit(best, float(full.min()), BASE_SHARE)              # the clean base's level
+    # the poisons' mechanism on the core (where the rank measures the implicit bias): how far an
+    # addition raises the effective rank above the controls' median, against the controls' band
+    rise = np.full((len(seeds), n), np.nan)                                 # (S, n)
+    mechanism = None
+    if context.rank_is_bias and controls:
+        mechanism = _rank_band(_errors(oracle, [_with(core, [c]) for c in controls], context, seeds=seeds, rank=True))
+
+    def poison_like(i: int) -> bool:
+        """Whether example i (or the smallest group it was tested in) raised the core's rank
+        past the band under every seed; true where that was not measured."""
+        return mechanism is None or bool(np.isnan(rise[:, i]).all() or (rise[:, i] > mechanism[1]).all())
     reserve = k * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))   # room kept for the joint checks
     alone = np.zeros(n, bool)                                               # tested alone on the core
 
@@ -562,15 +621,17 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
                 new = [int(i) for i in order[tested:stop]]
                 if not new:
                     raise BudgetExhausted
-                _test(oracle, seeds, core, core_error, [[i] for i in new], harm, tau, alone)
+                _test(oracle, seeds, core, core_error, [[i] for i in new], harm, tau, alone, rise=rise,
+                      mechanism=mechanism)
                 tested += len(new)
                 dense = bool(past_tau(new).mean() >= DENSE)
             new = [int(i) for i in order[tested:size]]
             group = max(1, math.ceil(2 * len(new) * len(seeds) / max(oracle.left - reserve, 1)))
             # split toward the clearly harmful first, then toward the weaker ones
             whole = _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
-                          harm, tau, alone, reserve)
-            whole = _test(oracle, seeds, core, core_error, list(filter(past_weak, whole)), harm, weak, alone, reserve)
+                          harm, tau, alone, reserve, rise=rise, mechanism=mechanism)
+            whole = _test(oracle, seeds, core, core_error, list(filter(past_weak, whole)), harm, weak, alone, reserve,
+                          rise=rise, mechanism=mechanism)
             if any(map(past_weak, whole)):
                 details["budget"] = ("exhausted while testing: harmful groups left whole are not flagged (an "
                                      "example is flagged on its own harm)")
@@ -579,7 +640,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         tested = size
         clear = alone & past_tau(slice(None))                               # (n,) harmful on their own
         strong = [int(i) for i in order[:tested] if clear[i]]
-        weaker = [int(i) for i in order[:tested] if harm[:, i].mean() > weak.mean() and not clear[i]]
+        weaker = [int(i) for i in order[:tested]
+                  if harm[:, i].mean() > weak.mean() and not clear[i] and poison_like(int(i))]
         try:
             flagged, used, clean = _least_to_remove(oracle, context, strong, lambda: replicate(weaker),
                                                     limit, max(math.log(limit / best), CLEAN_RATIO), pool, details)
@@ -591,6 +653,9 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
             break
         size = min(2 * size, reach)
 
+    if mechanism is not None:                                               # (5) the poisons' mechanism
+        details["without_mechanism"] = [i for i in flagged if not poison_like(i)]
+        flagged = [i for i in flagged if poison_like(i)]
     low = np.fmin.reduce(harm, axis=0)                                      # (n,) least harm over seeds
     scores = np.where(np.isnan(low), np.nanmin(low) if np.isfinite(low).any() else 0.0, low)
     scores = scores + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
@@ -670,23 +735,34 @@ def _least_to_remove(oracle: Oracle, context: Context, strong: list[int], weaker
 
 def _test(oracle: Oracle, seeds: list[int], core: np.ndarray, core_error: np.ndarray, groups: list[list[int]],
           harm: np.ndarray, tau: np.ndarray, alone: np.ndarray | None = None,
-          reserve: int | None = None) -> list[list[int]]:
+          reserve: int | None = None, *, rise: np.ndarray | None = None,
+          mechanism: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[int]]:
     """Add each group to the core under each seed; split groups harmful under any seed (h >
     ``tau``) in halves until single examples; write each example's harm (S, n) (its group's
     while it was not tested alone) and mark in ``alone`` (n,) the examples tested alone.
 
-    With a ``reserve``, splits stop where they would leave fewer than ``reserve`` trials
-    of the search budget, the most harmful groups (by their largest harm over the seeds)
-    split first. Returns the groups of more than one example left whole."""
+    With a ``mechanism`` (centre (S,), band (S,)), each example's ``rise`` (S, n) of the
+    effective rank over the centre is written alike, and only groups that also raised it
+    past the band under some seed are split or left whole: a group without the poisons'
+    mechanism holds none of them. With a ``reserve``, splits stop where they would leave
+    fewer than ``reserve`` trials of the search budget, the most harmful groups (by their
+    largest harm over the seeds) split first. Returns the groups of more than one example
+    left whole."""
     whole = []
     while groups:
         outs = oracle.ask([Trial(_with(core, g), s) for g in groups for s in seeds])
         split = []
         for i, g in enumerate(groups):
-            h = np.array([_log_error(o) for o in outs[i * len(seeds):(i + 1) * len(seeds)]]) - np.log(core_error)
+            own = outs[i * len(seeds):(i + 1) * len(seeds)]
+            h = np.array([_log_error(o) for o in own]) - np.log(core_error)
             harm[:, g] = h[:, None]
             if alone is not None and len(g) == 1:
                 alone[g] = True
+            if mechanism is not None:
+                r = np.array([o.effective_rank for o in own]) - mechanism[0]
+                rise[:, g] = r[:, None]
+                if not (r > mechanism[1]).any():
+                    continue
             if len(g) > 1 and (h > tau).any():
                 split.append((-float(h.max()), g))
             elif len(g) > 1:
@@ -766,9 +842,11 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     above 0 (``p_value_rank``). Clean-label poisons of an SSM work by raising the effective
     rank of A (all its entries rise together), so that removing them lowers it; a clean set's
     own harmful examples do not (measured over 8-16 confirmation seeds: on three clean sets,
-    n = 90-850, whose flagged clean examples lower the error 2.8-20x, the rank moved by
-    -0.02 to -0.04 of about 7.0; on 18 poisoned sets, n = 50-1000, poisons at k, k-1 or
-    k-2, with and without decoys, it fell by 0.56-1.87 from 8.0-9.4).
+    n = 90-850, whose flagged clean examples lower the error 2.9-20x, the rank moved by
+    -0.01 to -0.03 of about 7.0, p = 1; on the 47 generated sets whose verdict stands, n =
+    40-1000, poisons at k, k-1 or k-2, with and without decoys, it fell by 0.36-1.99, p <=
+    4e-8). The strategies already keep flagged only examples that raise the rank
+    (:func:`_rank_band`); this check holds the verdict to the same mechanism as a whole.
     """
     n = context.n
     room = oracle.left // 3 if flagged else 0                               # (the oracle never overspends)
@@ -791,7 +869,8 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
         result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"]), margin=MIN_EFFECT))
         vs_random = _paired_effect(_log_ratios(groups["without_random"], groups["without_flagged"]))
         result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
-        drop = np.array([a.effective_rank - b.effective_rank for a, b in zip(groups["with_all"], groups["without_flagged"])])
+        drop = np.array([a.effective_rank - b.effective_rank
+                         for a, b in zip(groups["with_all"], groups["without_flagged"])])   # (seeds,)
         rank = _paired_effect(drop[np.isfinite(drop)])
         result.update(rank_drop=rank["effect_log_ratio"], rank_drop_ci95=rank["effect_ci95"],
                       p_value_rank=rank["p_value"])

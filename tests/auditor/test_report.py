@@ -135,6 +135,10 @@ def test_status_line_variants(report):
     line = status_line(natural, n=N)
     assert line.startswith("No poisons confirmed: removing 2 candidate(s) lowers") and "9x" in line
     assert "not the effective rank of A (change -0.03, p = 0.9)" in line
+    tail = {**unconfirmed, "confirmation": {"confirmed": False, "tested": [], "seeds": [1, 2]},
+            "details": {"without_mechanism": [4, 7, 9]}}
+    line = status_line(tail, n=N)
+    assert line.startswith(f"No poisons found among {N} examples: the search found 3 whose presence raises")
     nothing = {**unconfirmed, "confirmation": {"confirmed": False, "tested": [], "seeds": [1, 2]},
                "details": {"reason": "no removal helped"}}
     assert "no removal helped" in status_line(nothing, n=N)

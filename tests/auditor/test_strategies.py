@@ -60,14 +60,41 @@ def test_clean_data_gets_no_flags():
 
 def test_a_clean_sets_own_harmful_examples_are_not_reported_as_poisons():
     # Clean, n = 90, length 7: 13 examples with large labels harm (removing them lowers the
-    # error about 20x), measured and confirmed, but the effective rank of A stays where it is:
-    # not the poisons' mechanism, so nothing is flagged.
+    # error about 20x over fresh seeds), but adding any of them to the clean base leaves the
+    # effective rank of A where it was: not the poisons' mechanism, so nothing is flagged.
     ds = validate_arrays(make_benchmark(BenchmarkSpec(kind="clean", n=90, length=7, seed=980)))
     result = run_audit(ds, AuditConfig())
-    conf = result.verdict.confirmation
-    assert conf["harm_confirmed"] and conf["error_ratio"] > 3 and conf["rank_checked"]
-    assert conf["p_value_rank"] > 0.5 and abs(conf["rank_drop"]) < 0.2
-    assert result.verdict.flagged == [] and result.verdict.details["unconfirmed"]
+    assert result.verdict.flagged == []
+    assert len(result.verdict.details["without_mechanism"]) >= 10
+
+
+def _rank_of_poisons(poisons):
+    """An effective rank of 7 that any of the ``poisons`` present raises to 8.5 (saturating,
+    as the rank of A does), with a small wobble."""
+    def rank_of(mask, seed):
+        return 7.0 + 0.01 * np.sin(seed + mask.sum()) + (1.5 if mask[poisons].any() else 0.0)
+    return rank_of
+
+
+@pytest.mark.parametrize("strategy", ["group", "core"])
+def test_only_examples_that_raise_the_rank_are_flagged_where_it_measures_the_implicit_bias(strategy):
+    # Examples 0-4 poison (error and rank up); 5-9 raise the error alone, each by a factor
+    # (a clean set's large-label tail). Where the rank measures the implicit bias, exactly the
+    # poisons are flagged; where it does not (a deep classifier's kernel), the error search
+    # flags some of the others too.
+    n = 60 if strategy == "group" else 400
+    weight = np.zeros(n)
+    weight[:5] = 20.0
+    error_of = _share_harm(weight, factor=lambda mask, seed: 1.0 + 2.0 * mask[5:10].sum())
+    screen = -np.arange(n, dtype=float)
+    flagged = {}
+    for rank_is_bias in (True, False):
+        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, rank_is_bias=rank_is_bias)
+        verdict, _ = _synthetic_audit(context, error_of, _rank_of_poisons(np.arange(5)), strategy)
+        assert verdict.confirmation["confirmed"]
+        flagged[rank_is_bias] = verdict.flagged
+    assert flagged[True] == list(range(5))
+    assert set(range(5)) < set(flagged[False]) <= set(range(10))
 
 
 def test_plan_is_pure_and_budget_errors_are_clear():
@@ -101,14 +128,16 @@ def test_default_group_budget_at_n_1000_is_under_a_quarter_of_leave_one_out():
     assert budget + confirmation <= 0.25 * 1001
 
 
-def _synthetic_audit(context, error_of):
-    """Drive ``plan`` to its verdict, answering every trial with ``error_of(mask, seed)``."""
+def _synthetic_audit(context, error_of, rank_of=None, strategy="core"):
+    """Drive ``plan`` to its verdict, answering every trial with ``error_of(mask, seed)``
+    (and the effective rank ``rank_of(mask, seed)``, else 1)."""
     outcomes = {}
     while True:
-        step = plan("core", context, outcomes)
+        step = plan(strategy, context, outcomes)
         if isinstance(step, Verdict):
             return step, outcomes
-        outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed)) for t in step})
+        outcomes.update({t.key: _outcome(t.key, error_of(t.mask, t.seed), rank_of(t.mask, t.seed) if rank_of else 1.0)
+                         for t in step})
 
 
 def _share_harm(weight, *, level=0.05, wobble=0.02, factor=None):
