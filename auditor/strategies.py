@@ -69,8 +69,9 @@ class Context:
     screen : ndarray (n,) or None, suspicion scores that order the search
     alpha : float, significance level of the confirmation
     rank_is_bias : bool, whether the outcomes' ``effective_rank`` measures the implicit bias
-        that the poisons distort (the SSM students' A); a verdict then also needs removing
-        the flagged set to lower it (see :func:`confirm`)
+        that the poisons distort (the SSM students' A); the strategies then flag only
+        examples that raise it (:func:`_rank_band`), and a verdict also needs removing the
+        flagged set to lower it (:func:`confirm`)
     """
 
     n: int
