@@ -205,10 +205,17 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     4. *Prune.* Add each other flagged example back alone to the cleaned set; of those
        that leave it clean and do no more harm than random clean examples do, as many as
        keep it clean together, least harmful first, are unflagged (:func:`_prune`).
-    5. *Mechanism* (where the outcomes' effective rank measures the implicit bias): a
-       flagged example stays flagged only if its group, added to B in step 2, raised the
-       effective rank beyond what B's perturbations did (:func:`_rank_band`; no training).
-    6. Confirm over fresh seeds (:func:`confirm`).
+    5. Confirm over fresh seeds (:func:`confirm`).
+
+    Where the outcomes' effective rank measures the implicit bias (the SSM students), steps
+    3 and 4, which judge membership by the error alone, give way to the poisons' mechanism:
+    the flagged are the examples of R whose group, added to B in step 2, raised the rank
+    beyond what every perturbation of B did (:func:`_rank_band`), groups that did being split
+    in halves while the budget lasts (one left whole is flagged whole). The harm of R as a
+    whole is what step 1 found and what step 5 tests. Measured on small sets: a poison that
+    the joint rule put back (its error harm +1.23 and -0.34 under the two seeds, its rank
+    rise 0.96 and 1.11) left the error 2.5x the clean examples' own, and pairs of examples
+    flagged each poison's clean partner with it (n = 140: precision 0.64, now 1.0).
 
     Every decision is measured on retrained models, and a set counts as clean only
     if it is clean under each of the ``search_seeds`` seeds (the training dynamics are
@@ -256,42 +263,59 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     details.update(group_size=int(max(len(g) for g in groups)), reference_error=reference.tolist(),
                    control_band=band.tolist(), settled=int(settled.sum()))
 
-    # (3) add back the least harmful in growing amounts while the joint error stays clean; where
-    # the base is luckier than the reference, what did harm beyond the control band under every
-    # seed stays flagged whatever the joint error, and the prune (4) does not put it back
-    back_order = removed[np.lexsort((_screen_scores(context)[removed], harm[removed]))]
-    amounts = _between(0, len(removed), 12)
-    joint = dict(zip(amounts, _errors(oracle, [_with(base_mask, back_order[:a]) for a in amounts], context)))
+    if context.rank_is_bias:
+        # (3') where the rank measures the implicit bias, the poisons among the removed are the
+        # examples whose group, added to the base, raised it beyond every perturbation of the base
+        # (trained already); the harm of the removed together is what the prefix search found and
+        # what the confirmation tests, so steps 3 and 4, which judge by the error alone, are not run
+        centre, rank_band = _rank_band(_without_controls(oracle, context, base_mask, stream=2, rank=True))
 
-    limit = _clean_limit(reference, float(full.min()))                       # (seeds,)
+        def raised(gs: list) -> list:
+            """The groups of ``gs`` whose addition to the base raised the rank past the band."""
+            ranks = _errors(oracle, [_with(base_mask, g) for g in gs], context, rank=True)
+            return [list(g) for g, r in zip(gs, ranks) if (r - centre > rank_band).all()]
 
-    def clean(a: int) -> bool:
-        return bool((joint[a] <= limit).all())
+        pending, flagged = raised(groups), []
+        while pending:                      # split the groups that raised it, in halves, while the budget lasts
+            g = pending.pop(0)
+            if len(g) == 1:
+                flagged += g
+                continue
+            try:
+                pending += raised([g[:len(g) // 2], g[len(g) // 2:]])
+            except BudgetExhausted:         # a group the budget leaves whole is flagged whole
+                details["budget"] = "exhausted while splitting: groups left whole are flagged whole"
+                flagged += g
+        flagged = sorted(int(i) for i in flagged)
+        details["without_mechanism"] = [int(i) for i in np.sort(removed)
+                                        if i not in flagged and harm[i] > MIN_EFFECT]
+    else:
+        # (3) add back the least harmful in growing amounts while the joint error stays clean; where
+        # the base is luckier than the reference, what did harm beyond the control band under every
+        # seed stays flagged whatever the joint error, and the prune (4) does not put it back
+        back_order = removed[np.lexsort((_screen_scores(context)[removed], harm[removed]))]
+        amounts = _between(0, len(removed), 12)
+        joint = dict(zip(amounts, _errors(oracle, [_with(base_mask, back_order[:a]) for a in amounts], context)))
 
-    keep = max((a for a in amounts if clean(a)), default=0)
-    nxt = min((a for a in amounts if a > keep), default=keep)
-    fine = _between(keep, nxt, 7)
-    joint.update(zip(fine, _errors(oracle, [_with(base_mask, back_order[:a]) for a in fine], context)))
-    keep = max((a for a in joint if clean(a) and a <= nxt), default=0)
-    flagged = sorted({int(i) for i in back_order[keep:]} | {int(i) for i in np.flatnonzero(settled)})
-    details.update(put_back=int(keep), joint_errors={int(a): float(e.max()) for a, e in sorted(joint.items())})
+        limit = _clean_limit(reference, float(full.min()))                       # (seeds,)
 
-    # (4) prune: a flagged example that leaves the cleaned set clean when added back alone, and
-    # together with the others put back, was flagged only because of where it stood in the order
-    try:
-        kept = _prune(oracle, context, flagged, full, details, settled=settled)
-    except BudgetExhausted:
-        details["prune"] = "skipped: budget exhausted"
-        kept = flagged
-    # (5) the mechanism: each flagged example's group, added back to the clean base in step 2,
-    # must have raised the effective rank beyond what the base's perturbations did (trained already)
-    if context.rank_is_bias and kept:
-        centre, band = _rank_band(_without_controls(oracle, context, base_mask, stream=2, rank=True))
-        group_rank = _errors(oracle, [_with(base_mask, g) for g in groups], context, rank=True)
-        raised = {int(i) for g, r in zip(groups, group_rank) if (r - centre > band).all() for i in g}
-        details["without_mechanism"] = [i for i in kept if i not in raised]
-        kept = [i for i in kept if i in raised]
-    flagged = kept
+        def clean(a: int) -> bool:
+            return bool((joint[a] <= limit).all())
+
+        keep = max((a for a in amounts if clean(a)), default=0)
+        nxt = min((a for a in amounts if a > keep), default=keep)
+        fine = _between(keep, nxt, 7)
+        joint.update(zip(fine, _errors(oracle, [_with(base_mask, back_order[:a]) for a in fine], context)))
+        keep = max((a for a in joint if clean(a) and a <= nxt), default=0)
+        flagged = sorted({int(i) for i in back_order[keep:]} | {int(i) for i in np.flatnonzero(settled)})
+        details.update(put_back=int(keep), joint_errors={int(a): float(e.max()) for a, e in sorted(joint.items())})
+
+        # (4) prune: a flagged example that leaves the cleaned set clean when added back alone, and
+        # together with the others put back, was flagged only because of where it stood in the order
+        try:
+            flagged = _prune(oracle, context, flagged, full, details, settled=settled)
+        except BudgetExhausted:
+            details["prune"] = "skipped: budget exhausted"
     scores = harm + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
     scores[flagged] += 1.0 + max(harm.max(), 0.0)                            # flagged rank first
     return _finish(flagged, scores, context, oracle, details)
@@ -509,7 +533,11 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     5. *Mechanism* (where the outcomes' effective rank measures the implicit bias): a
        flagged example stays flagged only if it, or the smallest group it was tested in,
        raised the core's effective rank beyond what every control did under every seed
-       (:func:`_rank_band`; no training). The tests of step 3 already split only the groups
+       (:func:`_rank_band`; no training); and a candidate tested alone that raised it so and
+       did more harm than ``MIN_EFFECT`` in the mean over the seeds is flagged even under
+       the unclean threshold (measured, n = 160 and 900: the last poison left the rest clean
+       under the search seeds and 4.3x and 1.5x the clean-only error over 32 evaluation
+       seeds; with it flagged, 5 of 5 and 36 of 36). The tests of step 3 already split only the groups
        that raised it under some seed, and only their members may join as weaker
        candidates: a group without the mechanism holds no poison, and splitting it spends
        the budget on clean examples (measured on a set of n = 1000 with 50 poisons: budget
@@ -655,8 +683,10 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         size = min(2 * size, reach)
 
     if mechanism is not None:                                               # (5) the poisons' mechanism
+        shown = [int(i) for i in order[:tested] if alone[i] and bool((rise[:, i] > mechanism[1]).all())
+                 and harm[:, i].mean() > MIN_EFFECT]
         details["without_mechanism"] = [i for i in flagged if not poison_like(i)]
-        flagged = [i for i in flagged if poison_like(i)]
+        flagged = sorted({i for i in flagged if poison_like(i)} | set(shown))
     low = np.fmin.reduce(harm, axis=0)                                      # (n,) least harm over seeds
     scores = np.where(np.isnan(low), np.nanmin(low) if np.isfinite(low).any() else 0.0, low)
     scores = scores + 1e-6 * _rank01(_screen_scores(context))                # tie-break by the screen
@@ -840,14 +870,16 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
 
     The mechanism: the paired drop of the models' effective rank (all minus without
     flagged, ``rank_drop`` and its 95% t-interval) and the one-sided p-value that it is not
-    above 0 (``p_value_rank``). Clean-label poisons of an SSM work by raising the effective
+    above ``MIN_RANK_RISE`` (``p_value_rank``): on a clean set of n = 450, a consistent drop of
+    0.014 had p = 2e-5 against 0. Clean-label poisons of an SSM work by raising the effective
     rank of A (all its entries rise together), so that removing them lowers it; a clean set's
     own harmful examples do not (measured over 8-16 confirmation seeds: on three clean sets,
     n = 90-850, whose flagged clean examples lower the error 2.9-20x, the rank moved by
     -0.01 to -0.03 of about 7.0, p = 1; on the 47 generated sets whose verdict stands, n =
-    40-1000, poisons at k, k-1 or k-2, with and without decoys, it fell by 0.36-1.99, p <=
-    4e-8). The strategies already keep flagged only examples that raise the rank
-    (:func:`_rank_band`); this check holds the verdict to the same mechanism as a whole.
+    40-1000, poisons at k, k-1 or k-2, with and without decoys, it fell by 0.49-2.27, p <=
+    2e-7). The strategies already keep flagged only examples that raise the rank
+    (:func:`_rank_band`); this check holds the verdict to the same mechanism as a whole
+    (measured: on a clean set of n = 450 it stopped clean examples that had passed those).
     """
     n = context.n
     room = oracle.left // 3 if flagged else 0                               # (the oracle never overspends)
@@ -872,7 +904,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
         result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
         drop = np.array([a.effective_rank - b.effective_rank
                          for a, b in zip(groups["with_all"], groups["without_flagged"])])   # (seeds,)
-        rank = _paired_effect(drop[np.isfinite(drop)])
+        rank = _paired_effect(drop[np.isfinite(drop)], margin=MIN_RANK_RISE)
         result.update(rank_drop=rank["effect_log_ratio"], rank_drop_ci95=rank["effect_ci95"],
                       p_value_rank=rank["p_value"])
     return result

@@ -69,10 +69,10 @@ def test_a_clean_sets_own_harmful_examples_are_not_reported_as_poisons():
 
 
 def _rank_of_poisons(poisons):
-    """An effective rank of 7 that any of the ``poisons`` present raises to 8.5 (saturating,
-    as the rank of A does), with a small wobble."""
+    """An effective rank of 7 that the ``poisons`` present raise toward 9 (by 1.26 for one,
+    1.73 for two: saturating, as the rank of A does), with a small wobble."""
     def rank_of(mask, seed):
-        return 7.0 + 0.01 * np.sin(seed + mask.sum()) + (1.5 if mask[poisons].any() else 0.0)
+        return 7.0 + 0.01 * np.sin(seed + mask.sum()) + 2.0 * (1 - np.exp(-mask[poisons].sum()))
     return rank_of
 
 
@@ -95,6 +95,37 @@ def test_only_examples_that_raise_the_rank_are_flagged_where_it_measures_the_imp
         flagged[rank_is_bias] = verdict.flagged
     assert flagged[True] == list(range(5))
     assert set(range(5)) < set(flagged[False]) <= set(range(10))
+
+
+@pytest.mark.parametrize("strategy", ["group", "core"])
+def test_a_poison_whose_harm_hides_in_the_noise_is_flagged_on_its_mechanism(strategy):
+    # Poisons 0-3 harm strongly; poison 4 harms little (it alone leaves a set clean by the
+    # error, and the error rules let it back) but raises the rank like the others. Where
+    # the rank measures the implicit bias it is flagged with them; where it does not, not.
+    n = 60 if strategy == "group" else 400
+    weight = np.zeros(n)
+    weight[:4], weight[4] = 20.0, 3.0
+    screen = -np.arange(n, dtype=float)
+    screen[4] = -1.5                                   # the screen ranks it among the strong ones
+    flagged = {}
+    for rank_is_bias in (True, False):
+        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, rank_is_bias=rank_is_bias)
+        verdict, _ = _synthetic_audit(context, _share_harm(weight), _rank_of_poisons(np.arange(5)), strategy)
+        flagged[rank_is_bias] = verdict.flagged
+    assert flagged[True] == list(range(5))
+    assert flagged[False] == list(range(4))
+
+
+def test_group_testing_splits_the_groups_that_raised_the_rank():
+    # A short budget adds the removed examples back in pairs, each poison (0, 2, 4, 6) with a
+    # clean partner; the pairs that raised the rank are split, and only the poisons flagged.
+    n = 60
+    weight = np.zeros(n)
+    weight[[0, 2, 4, 6]] = 20.0
+    context = Context(n=n, budget=60, screen=-np.arange(n, dtype=float), confirm_seeds=2, rank_is_bias=True)
+    verdict, _ = _synthetic_audit(context, _share_harm(weight), _rank_of_poisons(np.array([0, 2, 4, 6])), "group")
+    assert verdict.details["group_size"] >= 2
+    assert verdict.flagged == [0, 2, 4, 6]
 
 
 def test_plan_is_pure_and_budget_errors_are_clear():
@@ -398,6 +429,9 @@ def test_a_verdict_needs_the_poisons_mechanism_where_the_rank_measures_the_impli
     assert natural.flagged == [] and natural.details["unconfirmed"] == [3]
     assert natural.confirmation["harm_confirmed"] and not natural.confirmation["confirmed"]
     assert verdict(rank_level, False).flagged == [3]
+    # a drop too small to matter (0.03, under MIN_RANK_RISE) is no mechanism, however consistent
+    slight = verdict(lambda mask, seed: 7.0 + 0.001 * np.sin(3 * seed + mask.sum()) + (0.03 if mask[3] else 0.0), True)
+    assert slight.flagged == [] and slight.confirmation["rank_drop"] > 0
 
 
 def test_confirmation_spends_the_unused_search_budget_on_up_to_as_many_seeds_again():
