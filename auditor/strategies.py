@@ -627,10 +627,14 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     if context.rank_is_bias and controls:
         mechanism = _rank_band(_errors(oracle, [_with(core, [c]) for c in controls], context, seeds=seeds, rank=True))
 
-    def poison_like(i: int) -> bool:
+    def shows(i: int) -> bool:
         """Whether example i (or the smallest group it was tested in) raised the core's rank
-        past the band under every seed; true where that was not measured."""
-        return mechanism is None or bool(np.isnan(rise[:, i]).all() or (rise[:, i] > mechanism[1]).all())
+        past the band under every seed (false where that was not measured)."""
+        return bool((rise[:, i] > mechanism[1]).all())
+
+    def poison_like(i: int) -> bool:
+        """``shows(i)``, or true where there is no mechanism or it was not measured."""
+        return mechanism is None or bool(np.isnan(rise[:, i]).all()) or shows(i)
     reserve = k * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))   # room kept for the joint checks
     alone = np.zeros(n, bool)                                               # tested alone on the core
 
@@ -683,8 +687,7 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         size = min(2 * size, reach)
 
     if mechanism is not None:                                               # (5) the poisons' mechanism
-        shown = [int(i) for i in order[:tested] if alone[i] and bool((rise[:, i] > mechanism[1]).all())
-                 and harm[:, i].mean() > MIN_EFFECT]
+        shown = [int(i) for i in order[:tested] if alone[i] and shows(int(i)) and harm[:, i].mean() > MIN_EFFECT]
         details["without_mechanism"] = [i for i in flagged if not poison_like(i)]
         flagged = sorted({i for i in flagged if poison_like(i)} | set(shown))
     low = np.fmin.reduce(harm, axis=0)                                      # (n,) least harm over seeds
