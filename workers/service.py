@@ -54,6 +54,10 @@ def start_local(*, num_cpus: int | None = None) -> None:
     start_reaper()
     ray.init(address="local", _node_ip_address=LOOPBACK, num_cpus=num_cpus, include_dashboard=False,
              log_to_driver=False)
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:                              # a Ray whose node-address rules changed
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray cluster came up on {node}, not {LOOPBACK}; refusing to run it")
 
 
 _reaper: subprocess.Popen | None = None
