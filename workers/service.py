@@ -5,9 +5,14 @@ Used by ``auditor serve`` (in a thread beside the API) and ``auditor worker`` (a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import ray
+from ray._private import ray_constants
 
 from store.engine import make_engine, make_sessionmaker
 from workers.dispatcher import Dispatcher, DispatcherConfig
@@ -15,16 +20,61 @@ from workers.executor import RayExecutor
 from workers.pool import RetrainerPool
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``),
     or start a new local one when ``address`` is None (never joining a cluster that happens
-    to run on this machine). Does nothing if already connected."""
+    to run on this machine; see :func:`start_local`). Does nothing if already connected."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        start_local(num_cpus=num_cpus)
+
+
+def start_local(*, num_cpus: int | None = None) -> None:
+    """Start a single-node Ray cluster owned by this process, reachable from this machine only.
+
+    Ray's own ports take no credentials from other hosts' point of view, so every process
+    of the cluster (GCS, raylet and object manager, core workers, dashboard, metrics and
+    runtime-env agents, autoscaler monitor) listens on the loopback address, and the
+    dashboard's web UI is not started. On Linux Ray resolves a node address of
+    ``127.0.0.1`` to the machine's outward address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    is ``0`` (the single-machine mode it uses on macOS and Windows), so that mode is set for
+    this process and the processes it starts; a process that started a local cluster must
+    not join another one afterwards. Ray ties the processes it starts to this one
+    (``PR_SET_PDEATHSIG``), and :func:`start_reaper` ends the agents the raylet starts, which
+    would otherwise keep listening for a minute after this process is killed.
+    """
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"   # the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False                          # this one: read at import
+    start_reaper()
+    ray.init(address="local", _node_ip_address=LOOPBACK, num_cpus=num_cpus, include_dashboard=False,
+             log_to_driver=False)
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:                              # a Ray whose node-address rules changed
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray cluster came up on {node}, not {LOOPBACK}; refusing to run it")
+
+
+_reaper: subprocess.Popen | None = None
+
+
+def start_reaper() -> subprocess.Popen:
+    """Start (once per process) the watcher that kills this process's descendants when it
+    exits, however it exits (see :mod:`workers.reaper`)."""
+    global _reaper
+    if _reaper is None or _reaper.poll() is not None:
+        import psutil
+
+        script = Path(__file__).with_name("reaper.py")
+        _reaper = subprocess.Popen([sys.executable, "-I", str(script), str(os.getpid()),
+                                    str(Path(psutil.__file__).parent.parent)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL)
+    return _reaper
 
 
 class Workers:

@@ -290,3 +290,110 @@ def test_manifest_commands_are_auditor_commands(command):
 def test_manifests_run_the_api_and_the_dispatcher():
     commands = {tuple(c["command"][:2]) for _, c in workload_containers()}
     assert {("auditor", "serve"), ("auditor", "worker")} <= commands
+
+
+ALL_INTERFACES = re.compile(r"0\.0\.0\.0|\[::\]|[\"']::[\"']")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def comment_above(lines: list[str], index: int) -> str:
+    """The comment lines right above ``lines[index]`` (up to the first line that is not a
+    comment), plus a comment at the end of that line."""
+    above = []
+    for line in reversed(lines[:index]):
+        if not line.strip().startswith("#"):
+            break
+        above.append(line.strip().lstrip("#"))
+    trailing = lines[index].split("#", 1)[1] if "#" in lines[index] else ""
+    return " ".join([*reversed(above), trailing])
+
+
+def test_nothing_listens_on_every_interface_without_saying_how_it_is_fronted():
+    files = [*sorted(K8S.glob("*.y*ml")), *(DEPLOY / name for name in dockerfiles())]
+    found = 0
+    for path in files:
+        lines = path.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if ALL_INTERFACES.search(line.split("#", 1)[0]):
+                found += 1
+                note = comment_above(lines, index)
+                assert "networkpolicy.yaml" in note and re.search(r"ClusterIP|in-cluster", note), (
+                    f"{path.name}:{index + 1} binds every interface without a comment naming the "
+                    f"NetworkPolicy and the in-cluster Service that front it: {line.strip()}")
+    assert found <= 1, "only the API's pod should listen on every interface"
+
+
+def test_ray_dashboards_stay_on_the_pods_loopback():
+    head = raycluster()["spec"]["headGroupSpec"]["rayStartParams"]
+    assert head.get("dashboard-host") in LOOPBACK, "KubeRay binds the dashboard to 0.0.0.0 unless told"
+    for name, group in ray_groups():
+        for key in ("dashboard-host", "node-ip-address", "ray-client-server-host"):
+            value = group.get("rayStartParams", {}).get(key)
+            assert value is None or not ALL_INTERFACES.search(value), f"{name}: {key}={value}"
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists)
+    picks a pod with ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for rule in selector.get("matchExpressions", []):
+        key, op, values = rule["key"], rule["operator"], rule.get("values", [])
+        ok = {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def ray_pod_labels(group: str) -> dict:
+    """The labels KubeRay gives a pod of ``group`` (on top of the template's)."""
+    spec = dict(ray_groups())[group]
+    labels = dict(spec["template"].get("metadata", {}).get("labels", {}))
+    node_type = "head" if group == "head" else "worker"
+    return {**labels, "ray.io/cluster": raycluster()["metadata"]["name"], "ray.io/node-type": node_type,
+            "ray.io/group": "headgroup" if group == "head" else group}
+
+
+def ingress_policies(labels: dict) -> list[dict]:
+    return [p for p in of_kind("NetworkPolicy")
+            if "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and selects(p["spec"]["podSelector"], labels)]
+
+
+def test_network_policies_admit_only_ray_pods_and_the_dispatcher_to_ray():
+    dispatcher = of_kind("Deployment")
+    dispatcher = [d for d in dispatcher if any(c.get("command", [])[:2] == ["auditor", "worker"]
+                                               for c in containers(d["spec"]["template"]))]
+    assert len(dispatcher) == 1
+    dispatcher_labels = dispatcher[0]["spec"]["template"]["metadata"]["labels"]
+    client_port = 10001
+    for group, _ in ray_groups():
+        labels = ray_pod_labels(group)
+        policies = ingress_policies(labels)
+        assert policies, f"no NetworkPolicy restricts who reaches the Ray {group} pods"
+        for policy in policies:
+            for rule in policy["spec"].get("ingress", []):
+                sources = rule.get("from")
+                assert sources, f"{policy['metadata']['name']}: a rule open to every source"
+                for source in sources:
+                    assert set(source) == {"podSelector"}, f"{policy['metadata']['name']}: {source}"
+                    peer = source["podSelector"]
+                    from_ray = all(selects(peer, ray_pod_labels(g)) for g, _ in ray_groups())
+                    from_dispatcher = selects(peer, dispatcher_labels)
+                    assert from_ray or from_dispatcher, f"{policy['metadata']['name']} admits {peer}"
+                    assert not any(selects(peer, d["spec"]["template"]["metadata"]["labels"])
+                                   for d in of_kind("Deployment") if d is not dispatcher[0]), peer
+                    if from_dispatcher and not from_ray:
+                        ports = {p["port"] for p in rule.get("ports", [])}
+                        assert ports == {client_port}, f"the dispatcher needs Ray Client only, not {ports}"
+
+
+def test_every_workload_pod_has_an_ingress_policy():
+    for doc in workloads():
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        policies = ingress_policies(labels)
+        assert policies, f"{doc['metadata']['name']}: no NetworkPolicy"
+        ports = {p["port"] for policy in policies for rule in policy["spec"].get("ingress", [])
+                 for p in rule.get("ports", [{"port": "any"}])}
+        served = {p["containerPort"] for c in containers(doc["spec"]["template"]) for p in c.get("ports", [])}
+        assert ports <= served, f"{doc['metadata']['name']} admits {ports - served}, serves {served}"
