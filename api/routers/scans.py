@@ -110,11 +110,11 @@ def scan_report(session, tenant_id: str, scan: Scan) -> ScanReport:
     for audit in audits:
         dataset = repository.get_dataset(session, tenant_id, audit.dataset_id)
         stored = repository.get_report(session, audit.id) if audit.status == SUCCEEDED else None
-        body = stored.body if stored is not None else None
+        body = stored.body if stored is not None else {}
         rows.append(ScanReportAudit(audit_id=audit.id, dataset_id=audit.dataset_id,
-                                    filename=dataset.filename if dataset is not None else "",
-                                    status=audit.status, flagged=None if body is None else len(body.get("flagged") or []),
-                                    status_line=None if body is None else body.get("status_line"), error=audit.error))
+                                    filename=dataset.filename if dataset is not None else "", status=audit.status,
+                                    flagged=len(body.get("flagged") or []) if stored is not None else None,
+                                    status_line=body.get("status_line"), error=audit.error))
     flagged = [r.flagged for r in rows if r.flagged is not None]
     totals = ScanTotals(audits=len(rows), **status_counts(audits), flagged_audits=sum(1 for f in flagged if f),
                         flagged=sum(flagged))

@@ -50,7 +50,8 @@ def add_commands(commands) -> None:
     add_database_flag(c)
     c.set_defaults(handler=run_keys_create)
     r = sub.add_parser("revoke", help="revoke an API key: requests with it are refused from then on")
-    r.add_argument("key_id", metavar="KEY_ID", help="the key's id: the 16 hex digits after aud_ (a whole key works too)")
+    r.add_argument("key_id", metavar="KEY_ID",
+                   help="the key's id: the 16 hex digits after aud_ (a whole key works too)")
     add_database_flag(r)
     r.set_defaults(handler=run_keys_revoke)
 

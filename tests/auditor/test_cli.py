@@ -97,7 +97,8 @@ def test_clean_audit_exits_0_and_a_failed_run_exits_3(tmp_path):
     out = _auditor("audit", str(data), "--confirm-seeds", "3")
     assert out.returncode == 0 and "No harmful examples" in out.stdout, out.stdout + out.stderr
     failed = _auditor("audit", str(data), "--device", "cuda:63")         # no such device: training fails
-    assert failed.returncode == 3 and failed.stderr.strip().splitlines()[-1].startswith("auditor: error: the run failed")
+    assert failed.returncode == 3
+    assert failed.stderr.strip().splitlines()[-1].startswith("auditor: error: the run failed")
 
 
 def test_interrupted_audit_exits_130(tmp_path):
