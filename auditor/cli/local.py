@@ -40,7 +40,7 @@ def add_commands(commands) -> None:
     p = commands.add_parser("clean", help="write a copy of a data set without the examples an audit flagged",
                             description="Write a copy of a data set without the examples an audit flagged: from "
                                         "a local file and its JSON report, or (--audit) from a server audit.")
-    p.add_argument("file", nargs="?", help="the audited data set (.npz); with --report")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the audited data set (.npz); with --report")
     p.add_argument("--report", metavar="REPORT.json", help="the audit's JSON report (auditor audit --out)")
     p.add_argument("--audit", metavar="ID", help="a succeeded audit on the server, instead of FILE and --report")
     p.add_argument("--out", metavar="CLEANED.npz", required=True, help="where the cleaned data set goes")
