@@ -21,7 +21,14 @@ FINISHED = ("succeeded", "failed", "canceled")
 
 
 class ClientError(Exception):
-    """A request the server refused, or a server that cannot be reached."""
+    """A request the server refused, or a server that cannot be reached.
+
+    ``status`` is the HTTP status of the answer, None when there was none.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class Client:
@@ -62,7 +69,7 @@ class Client:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text[:200]
-            raise ClientError(f"{detail} (HTTP {response.status_code})")
+            raise ClientError(f"{detail} (HTTP {response.status_code})", status=response.status_code)
         return response
 
     def upload(self, path: str | Path) -> dict[str, Any]:
@@ -99,6 +106,19 @@ class Client:
 
     def get_scan(self, scan_id: str) -> dict[str, Any]:
         return self._call("GET", f"/scans/{scan_id}").json()
+
+    def list_scans(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the tenant's scans, newest first: ``items`` and ``next_cursor``."""
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self._call("GET", "/scans", params=params).json()
+
+    def scan_report(self, scan_id: str) -> dict[str, Any]:
+        """A scan's summary report: per audit its dataset's filename, status, flagged count and
+        verdict line; totals."""
+        return self._call("GET", f"/scans/{scan_id}/report").json()
+
+    def scan_report_html(self, scan_id: str) -> str:
+        return self._call("GET", f"/scans/{scan_id}/report", params={"format": "html"}).text
 
     def wait(self, fetch: Callable[[], dict[str, Any]], *, done: Callable[[dict], bool],
              on_update: Callable[[dict], None] | None = None, poll: float = 1.0,

@@ -109,3 +109,40 @@ class ScanOut(BaseModel):
     config: dict[str, Any]
     created_at: datetime
     audits: list[ScanAudit]
+
+
+class ScanPage(BaseModel):
+    items: list[ScanOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class ScanReportAudit(BaseModel):
+    audit_id: str
+    dataset_id: str
+    filename: str = Field(description="the dataset's file name as uploaded")
+    status: AuditStatus
+    flagged: int | None = Field(description="examples flagged, once the audit succeeded")
+    status_line: str | None = Field(description="the verdict in one line, once the audit succeeded")
+    error: str | None = Field(description="why the audit failed, if it did")
+
+
+class ScanTotals(BaseModel):
+    audits: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    canceled: int
+    flagged_audits: int = Field(description="succeeded audits that flagged examples")
+    flagged: int = Field(description="examples flagged over the succeeded audits")
+
+
+class ScanReport(BaseModel):
+    """A scan's summary: each audit's verdict line, and totals."""
+
+    id: str
+    status: Literal["queued", "running", "finished"]
+    created_at: datetime
+    config: dict[str, Any]
+    totals: ScanTotals
+    audits: list[ScanReportAudit]

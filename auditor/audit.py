@@ -27,7 +27,7 @@ from auditor.strategies import Context, Verdict, plan, resolve
 from auditor.train import TrainConfig
 from auditor.trials import AuditProblem, Outcome, Problem, Trial
 
-Progress = Callable[[int, int, str], None]          # (done, total, phase)
+Progress = Callable[[int, int, str], None]          # (trials done, trials expected, phase)
 
 
 def build_problem(dataset: Dataset, config: AuditConfig) -> Problem:
@@ -87,7 +87,9 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     store : callable, optional
         Called with every chunk of new (trial, outcome) pairs as it arrives (persistence).
     progress : callable, optional
-        Called as (trials done, trials in the current batch, phase).
+        Called as (trials done, trials expected, phase): the trials with an outcome so far
+        (stored ones included) out of :func:`expected_trials` (or as many as are done, if
+        more), while the phase is ``screening``, ``search (STRATEGY)`` or ``confirmation``.
     screens : dict, optional
         Precomputed screen scores (else computed here from one training run).
     """
@@ -96,9 +98,10 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     problem = executor.problem
     strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget, task=dataset.task)
     outcomes = {} if outcomes is None else outcomes
+    expected = expected_trials(config, n=dataset.n, task=dataset.task)
     if screens is None:
         if progress:
-            progress(0, 1, "screening")
+            progress(len(outcomes), max(expected, len(outcomes)), "screening")
         screens = problem.screens(seed=config.seed)
     ordering = [screens[name] for name in problem.ordering if name in screens]
     context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
@@ -108,20 +111,36 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         step = plan(strategy, context, outcomes)
         if isinstance(step, Verdict):
             break
-        done = 0
         by_key = {t.key: t for t in step}
+        phase = _phase(step, context, strategy)
+        if progress:
+            progress(len(outcomes), max(expected, len(outcomes)), phase)
         for chunk in executor.run(step):
             outcomes.update({o.key: o for o in chunk})
             if store:
                 store([(by_key[o.key], o) for o in chunk])
-            done += len(chunk)
             if progress:
-                progress(done, len(step), f"{strategy}: {len(outcomes)} trials")
+                progress(len(outcomes), max(expected, len(outcomes)), phase)
     # (the screens' and the kernels' training runs are diagnostics, not trials: not counted)
     kernels = problem.kernels(step.flagged, seed=step.confirmation["seeds"][0])
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,
                        metric=problem.metric, seconds=time.perf_counter() - start)
+
+
+def expected_trials(config: AuditConfig, *, n: int, task: str = "regression") -> int:
+    """The most trials an audit of ``n`` examples trains: its search budget plus the
+    confirmation round's three trials a seed (its extra seeds are paid from the unused budget)."""
+    _, budget = resolve(config.strategy, n=n, budget=config.budget, task=task)
+    return budget + 3 * config.confirm_seeds
+
+
+def _phase(step: list[Trial], context: Context, strategy: str) -> str:
+    """``confirmation`` for the confirmation round (its seeds lie beyond the search seeds),
+    else ``search (STRATEGY)``."""
+    if min(t.seed for t in step) >= context.seed + context.search_seeds:
+        return "confirmation"
+    return f"search ({strategy})"
 
 
 def _rank_max(columns: list[np.ndarray]) -> np.ndarray:

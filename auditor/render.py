@@ -37,3 +37,52 @@ def print_reproduction(result: dict) -> None:
     paper = result["paper"]["poisoned"] / result["paper"]["clean"]
     console.print(f"poisoned / clean: {ratio:.3g} (paper {paper:.3g}); "
                   f"{result['seconds']:.1f} s")
+
+
+def fmt(value) -> str:
+    """A fraction with two decimals, or ``n/a``."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def print_report(report: dict, *, json_path=None, html_path=None) -> None:
+    """An audit's verdict in a few lines on stdout, and where the report files were written."""
+    print(report.get("status_line", ""))
+    if report.get("flagged"):
+        print(f"flagged: {report['flagged']}")
+    evaluation = report.get("evaluation")
+    if evaluation:
+        print(f"against ground truth: precision {fmt(evaluation.get('precision'))}, "
+              f"recall {fmt(evaluation.get('recall'))}, AUROC {fmt(evaluation.get('auroc'))}")
+    for label, target in (("JSON report", json_path), ("HTML report", html_path)):
+        if target:
+            print(f"{label}: {target}")
+
+
+def audit_line(audit: dict) -> str:
+    """One line on a server audit: id, status, progress, trials, stage or error."""
+    line = f"audit {audit['id']}: {audit['status']}, {audit['progress']:.0%}, {audit['trials_done']} trials"
+    if audit.get("stage") and audit["status"] == "running":
+        line += f" ({audit['stage']})"
+    if audit.get("error"):
+        line += f": {audit['error']}"
+    return line
+
+
+def scan_line(scan: dict) -> str:
+    """One line on a scan: id, status, audits per status, examples flagged."""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(scan["counts"].items()) if v)
+    return (f"scan {scan['id']}: {scan['status']}, {len(scan['audits'])} audits ({counts}), "
+            f"{scan['flagged_total']} examples flagged")
+
+
+def print_scan_report(report: dict) -> None:
+    """A scan's summary report: one line per audit, then the totals."""
+    for row in report["audits"]:
+        flagged = "" if row["flagged"] is None else f", {row['flagged']} flagged"
+        detail = row.get("status_line") or row.get("error") or ""
+        print(f"  {row['filename']}: audit {row['audit_id']} {row['status']}{flagged}" + (f": {detail}" if detail
+                                                                                          else ""))
+    totals = report["totals"]
+    print(f"scan {report['id']}: {report['status']}, {totals['audits']} audits, {totals['succeeded']} succeeded, "
+          f"{totals['failed']} failed, {totals['canceled']} canceled, {totals['flagged_audits']} with flags, "
+          f"{totals['flagged']} examples flagged")

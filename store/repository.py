@@ -293,6 +293,11 @@ def get_scan(session: Session, tenant_id: str, scan_id: str) -> Scan | None:
     return session.scalar(select(Scan).where(Scan.id == scan_id, Scan.tenant_id == tenant_id))
 
 
+def list_scans(session: Session, tenant_id: str, *, limit: int = 50, cursor: str | None = None) -> Page[Scan]:
+    """The tenant's scans, newest first."""
+    return _paginate(session, select(Scan).where(Scan.tenant_id == tenant_id), Scan, limit, cursor)
+
+
 def scan_audits(session: Session, scan_id: str) -> list[Audit]:
     """The audits of a scan, in submission order."""
     return list(session.scalars(select(Audit).where(Audit.scan_id == scan_id).order_by(Audit.created_at, Audit.id)))

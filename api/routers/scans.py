@@ -1,31 +1,46 @@
-"""Scans: one request, many datasets, one config; a summary over their audits."""
+"""Scans: one request, many datasets, one config; a summary over their audits, and a
+summary report (JSON, or HTML rendered by a jinja2 template with autoescape)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response
+from functools import cache
+from typing import Annotated, Literal
 
-from api.deps import CurrentPrincipal, IdPath, SessionDep
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse
+
+from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep
 from api.errors import responses
 from api.routers import PREFIX
-from api.schemas import ScanAudit, ScanCreate, ScanOut
+from api.routers.audits import wants_html
+from api.schemas import ScanAudit, ScanCreate, ScanOut, ScanPage, ScanReport, ScanReportAudit, ScanTotals
 from store import repository
-from store.models import FINISHED, QUEUED, STATUSES, Audit, Scan, is_id
+from store.models import FINISHED, QUEUED, STATUSES, SUCCEEDED, Audit, Scan, is_id
 
 router = APIRouter(prefix=f"{PREFIX}/scans", tags=["scans"])
+
+
+def scan_status(audits: list[Audit]) -> str:
+    """``finished`` once every audit has ended, ``queued`` while none has started, else ``running``."""
+    if all(a.status in FINISHED for a in audits):
+        return "finished"
+    if all(a.status == QUEUED for a in audits):
+        return "queued"
+    return "running"
+
+
+def status_counts(audits: list[Audit]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for audit in audits:
+        counts[audit.status] += 1
+    return counts
 
 
 def scan_out(session, scan: Scan, audits: list[Audit]) -> ScanOut:
     """The summary of a scan over its audits."""
     flagged = repository.flagged_counts(session, [a.id for a in audits])
-    counts = dict.fromkeys(STATUSES, 0)
-    for audit in audits:
-        counts[audit.status] += 1
-    if all(a.status in FINISHED for a in audits):
-        status = "finished"
-    elif all(a.status == QUEUED for a in audits):
-        status = "queued"
-    else:
-        status = "running"
+    counts = status_counts(audits)
+    status = scan_status(audits)
     progress = sum(1.0 if a.status in FINISHED else a.progress for a in audits) / max(len(audits), 1)
     return ScanOut(id=scan.id, status=status, progress=min(progress, 1.0), counts=counts,
                    flagged_total=sum(flagged.values()), config=scan.config, created_at=scan.created_at,
@@ -47,10 +62,102 @@ def create_scan(body: ScanCreate, principal: CurrentPrincipal, session: SessionD
     return scan_out(session, scan, audits)
 
 
+@router.get("", operation_id="list_scans", response_model=ScanPage, responses=responses(400, 401, 422))
+def list_scans(principal: CurrentPrincipal, session: SessionDep, limit: LimitQuery = 50,
+               cursor: CursorQuery = None) -> ScanPage:
+    """The tenant's scans, newest first, one page at a time, each with its summary."""
+    page = repository.list_scans(session, principal.tenant_id, limit=limit, cursor=cursor)
+    return ScanPage(items=[scan_out(session, s, repository.scan_audits(session, s.id)) for s in page.items],
+                    next_cursor=page.next_cursor)
+
+
 @router.get("/{scan_id}", operation_id="get_scan", response_model=ScanOut, responses=responses(401, 404, 422))
 def get_scan(scan_id: IdPath, principal: CurrentPrincipal, session: SessionDep) -> ScanOut:
     """A scan's summary: overall status and progress, counts per status, flagged examples per audit."""
-    scan = repository.get_scan(session, principal.tenant_id, scan_id) if is_id(scan_id) else None
+    scan = scan_or_404(session, principal.tenant_id, scan_id)
+    return scan_out(session, scan, repository.scan_audits(session, scan.id))
+
+
+@router.get("/{scan_id}/report", operation_id="get_scan_report", response_model=ScanReport,
+            responses={200: {"description": "The scan's summary report, as JSON (default) or HTML",
+                             "content": {"text/html": {"schema": {"type": "string"}}}},
+                       **responses(401, 404, 422)})
+def get_scan_report(scan_id: IdPath, principal: CurrentPrincipal, session: SessionDep, request: Request,
+                    format: Annotated[Literal["json", "html"] | None,
+                                      Query(description="overrides the Accept header")] = None) -> Response:
+    """A scan's summary report at any time: per audit its dataset's filename, status, flagged
+    count and the verdict's status line; totals. JSON, or HTML with ``?format=html`` or
+    ``Accept: text/html``."""
+    scan = scan_or_404(session, principal.tenant_id, scan_id)
+    report = scan_report(session, principal.tenant_id, scan)
+    if wants_html(format, request.headers.get("accept", "")):
+        return HTMLResponse(_template().render(report=report.model_dump()))
+    return Response(report.model_dump_json(), media_type="application/json")
+
+
+def scan_or_404(session, tenant_id: str, scan_id: str) -> Scan:
+    """The tenant's scan; 404 for unknown ids and for other tenants' scans alike."""
+    scan = repository.get_scan(session, tenant_id, scan_id) if is_id(scan_id) else None
     if scan is None:
         raise HTTPException(404, f"scan {scan_id!r} not found")
-    return scan_out(session, scan, repository.scan_audits(session, scan.id))
+    return scan
+
+
+def scan_report(session, tenant_id: str, scan: Scan) -> ScanReport:
+    """Each audit of ``scan`` with its dataset's filename and verdict line; totals."""
+    audits = repository.scan_audits(session, scan.id)
+    rows = []
+    for audit in audits:
+        dataset = repository.get_dataset(session, tenant_id, audit.dataset_id)
+        stored = repository.get_report(session, audit.id) if audit.status == SUCCEEDED else None
+        body = stored.body if stored is not None else {}
+        rows.append(ScanReportAudit(audit_id=audit.id, dataset_id=audit.dataset_id,
+                                    filename=dataset.filename if dataset is not None else "", status=audit.status,
+                                    flagged=len(body.get("flagged") or []) if stored is not None else None,
+                                    status_line=body.get("status_line"), error=audit.error))
+    flagged = [r.flagged for r in rows if r.flagged is not None]
+    totals = ScanTotals(audits=len(rows), **status_counts(audits), flagged_audits=sum(1 for f in flagged if f),
+                        flagged=sum(flagged))
+    return ScanReport(id=scan.id, status=scan_status(audits), created_at=scan.created_at, config=scan.config,
+                      totals=totals, audits=rows)
+
+
+@cache
+def _template():
+    import jinja2
+
+    return jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(SCAN_REPORT_HTML)
+
+
+SCAN_REPORT_HTML = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>auditor scan {{ report.id }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+table { border-collapse: collapse; margin-top: 1rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .35rem .7rem; text-align: left; vertical-align: top; }
+td.n { text-align: right; }
+.failed, .canceled { color: #a40000; }
+.flagged { font-weight: bold; }
+</style>
+</head>
+<body>
+<h1>Scan {{ report.id }}</h1>
+<p>{{ report.status }}, created {{ report.created_at }}: {{ report.totals.audits }} audits,
+{{ report.totals.succeeded }} succeeded, {{ report.totals.failed }} failed, {{ report.totals.canceled }} canceled,
+{{ report.totals.queued + report.totals.running }} not finished;
+{{ report.totals.flagged_audits }} with flags, {{ report.totals.flagged }} examples flagged.</p>
+<table>
+<tr><th>dataset</th><th>audit</th><th>status</th><th>flagged</th><th>verdict</th></tr>
+{% for row in report.audits %}
+<tr class="{{ row.status }}{% if row.flagged %} flagged{% endif %}">
+<td>{{ row.filename }}</td><td><code>{{ row.audit_id }}</code></td><td>{{ row.status }}</td>
+<td class="n">{{ "" if row.flagged is none else row.flagged }}</td>
+<td>{{ row.status_line or row.error or "" }}</td></tr>
+{% endfor %}
+</table>
+</body>
+</html>
+"""

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _auditor(*args):
@@ -37,8 +38,8 @@ def test_make_benchmark_then_audit_json(tmp_path):
     assert out.returncode == 0, out.stderr
     html = tmp_path / "r.html"
     out = _auditor("audit", str(data), "--json", "--confirm-seeds", "3", "--html", str(html))
-    assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert report["flagged"] and out.returncode == 1, out.stderr          # exit status 1: examples flagged
     for field in ("flagged", "scores", "trials", "generalization", "evaluation"):
         assert field in report
     assert len(report["scores"]) == 40 and report["trials"] > 0
@@ -82,8 +83,86 @@ def test_strategy_and_model_choices_are_the_config_schema():
 
 
 def test_model_flag_reaches_the_audit_config():
-    from auditor.cli import _audit_settings, build_parser
+    from auditor.cli import build_parser
+    from auditor.cli.common import audit_settings
     args = build_parser().parse_args(["submit", "data.npz", "--model", "network"])
-    assert _audit_settings(args) == {"model": "network"}
+    assert audit_settings(args) == {"model": "network"}
     args = build_parser().parse_args(["audit", "data.npz", "--model", "network"])
     assert args.model == "network"
+
+
+def test_clean_audit_exits_0_and_a_failed_run_exits_3(tmp_path):
+    data = tmp_path / "clean.npz"
+    assert _auditor("make-benchmark", "--kind", "clean", "--n", "40", "--out", str(data), "--seed", "1").returncode == 0
+    out = _auditor("audit", str(data), "--confirm-seeds", "3")
+    assert out.returncode == 0 and "No harmful examples" in out.stdout, out.stdout + out.stderr
+    failed = _auditor("audit", str(data), "--device", "cuda:63")         # no such device: training fails
+    assert failed.returncode == 3
+    assert failed.stderr.strip().splitlines()[-1].startswith("auditor: error: the run failed")
+
+
+def test_interrupted_audit_exits_130(tmp_path):
+    import signal
+    import time
+
+    data = tmp_path / "d.npz"
+    assert _auditor("make-benchmark", "--kind", "clean", "--n", "40", "--out", str(data)).returncode == 0
+    process = subprocess.Popen([sys.executable, "-m", "auditor.cli", "audit", str(data)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().endswith("auditor: interrupted")
+
+
+def test_usage_errors_exit_2_and_help_and_version_exit_0(capsys):
+    from importlib.metadata import version
+
+    from auditor.cli import main
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"auditor {version('auditor')}"
+    assert main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "``" not in help_text and "exit status:" in help_text
+    for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
+        assert f"\n  {code}" in help_text
+    assert main([]) == 2
+    assert main(["audit"]) == 2 and "required" in capsys.readouterr().err
+    assert main(["audit", "x.npz", "--strategy", "nope"]) == 2
+    assert main(["audit", "x.npz", "--budget", "-3"]) == 2
+    assert main(["scan", "status"]) == 2
+    assert main(["clean", "--out", "c.npz"]) == 2 and "--report" in capsys.readouterr().err
+    assert main(["clean", "d.npz", "--report", "r.json", "--audit", "a", "--out", "c.npz"]) == 2
+
+
+def test_scan_shorthand_and_each_flag_declared_once():
+    from auditor.cli import build_parser
+    from auditor.cli.client import scan_shorthand
+    assert scan_shorthand(["scan", "a.npz", "b.npz", "--wait"]) == ["scan", "submit", "a.npz", "b.npz", "--wait"]
+    assert scan_shorthand(["scan", "list"]) == ["scan", "list"]
+    args = build_parser().parse_args(scan_shorthand(["scan", "a.npz", "--budget", "40"]))
+    assert args.files == ["a.npz"] and args.budget == 40
+    source = "".join((Path(__file__).parents[2] / "auditor" / "cli" / f"{m}.py").read_text()
+                     for m in ("main", "local", "data", "paper", "client", "service"))
+    for flag in ("--strategy", "--budget", "--model", "--confirm-seeds", "--server", "--api-key", "--database-url",
+                 "--device", "--json", "--html", "--wait", "--ray-address", "--max-running-audits"):
+        assert f'"{flag}"' not in source, f"{flag} is declared outside auditor/cli/common.py"
+
+
+def test_progress_covers_the_whole_audit_with_named_phases():
+    from auditor.audit import expected_trials, run_audit
+    from auditor.benchmarks import BenchmarkSpec, make_benchmark
+    from auditor.config import AuditConfig
+    from auditor.data import validate_arrays
+
+    arrays = make_benchmark(BenchmarkSpec(kind="standalone", n=40, poison_fraction=0.05, length=6, seed=1))
+    dataset = validate_arrays(arrays)
+    config = AuditConfig(confirm_seeds=3)
+    calls = []
+    result = run_audit(dataset, config, progress=lambda done, total, phase: calls.append((done, total, phase)))
+    expected = expected_trials(config, n=40)
+    assert expected == result.budget + 9 and all(total == expected for _, total, _ in calls)
+    assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls)     # never resets
+    assert calls[-1][0] == len(result.outcomes) <= expected
+    phases = list(dict.fromkeys(p for _, _, p in calls))
+    assert phases == ["screening", f"search ({result.strategy})", "confirmation"]
