@@ -13,8 +13,9 @@ DESCRIPTION = "Audit sequence training sets for clean-label poisons aimed at sta
 EPILOG = """\
 exit status:
   0    the run ended and nothing was flagged (or the command did its job)
-  1    the run ended and examples were flagged (audit, demo, submit --wait,
-       status --wait, report, scan submit --wait, scan status --wait, scan report)
+  1    the run ended and examples were flagged (audit, submit --wait, status
+       --wait, report, scan submit --wait, scan status --wait, scan report;
+       demo exits 0 when it ran to the end, since flags are what it shows)
   2    bad input or usage: a bad flag or file, an unknown id, no API key, a server
        that cannot be reached
   3    the run failed: training failed, a server error, an audit failed or was
