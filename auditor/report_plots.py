@@ -150,7 +150,8 @@ def plot_kernels(kernels: dict, *, train_length: int | None) -> bytes:
     """kappa_j of a model trained with all data and one without the flagged set."""
     fig = _figure(8.4, 3.0)
     ax = fig.add_subplot()
-    styles = {"with_all": (FLAGGED, "trained on all data"), "without_flagged": ("#27ae60", "trained without the flagged")}
+    styles = {"with_all": (FLAGGED, "trained on all data"),
+              "without_flagged": ("#27ae60", "trained without the flagged")}
     positive = True
     for name, kappa in kernels.items():
         values = np.array([np.nan if v is None else v for v in kappa], float)
