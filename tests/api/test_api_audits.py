@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from apitools import submit, upload, valid_npz
+from api.client import Client
+from apitools import npz_bytes, submit, upload, valid_arrays, valid_npz
 from auditor.config import AuditConfig
+from auditor.data import load_dataset
 from store import repository
 
 REPORT = {"flagged": [3, 7], "scores": [0.0] * 12, "trials": 40, "generalization": {"with_all": 0.4}}
@@ -182,12 +185,6 @@ def test_list_filters_and_cursor_pagination(backend, api, dataset_id):
 
 
 def test_cleaned_dataset_download(backend, key, api, other_api, tmp_path):
-    import io
-
-    from api.client import Client
-    from apitools import npz_bytes, valid_arrays
-    from auditor.data import load_dataset
-
     arrays = valid_arrays(n=12)
     arrays["is_poison"] = np.arange(12) % 5 == 0
     dataset = upload(api, npz_bytes(**arrays), filename="my data.npz").json()["id"]
