@@ -100,6 +100,23 @@ class Client:
     def report_html(self, audit_id: str) -> str:
         return self._call("GET", f"/audits/{audit_id}/report", params={"format": "html"}).text
 
+    def cleaned(self, audit_id: str, out_path: str | Path) -> dict[str, Any]:
+        """Download the audit's dataset without its flagged examples to ``out_path`` (.npz).
+
+        Returns
+        -------
+        dict with ``path``, ``bytes`` and ``sha256`` of the file written.
+        """
+        import hashlib
+
+        data = self._call("GET", f"/audits/{audit_id}/cleaned").content
+        path = Path(out_path)
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise ClientError(f"cannot write {path}: {exc.strerror}") from None
+        return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
     def scan(self, dataset_ids: list[str], config: dict[str, Any] | None = None) -> dict[str, Any]:
         body = {"dataset_ids": dataset_ids, **({"config": config} if config else {})}
         return self._call("POST", "/scans", json=body).json()

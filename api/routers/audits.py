@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
@@ -12,6 +14,7 @@ from api.errors import responses
 from api.routers import PREFIX
 from api.schemas import AuditCreate, AuditOut, AuditPage, AuditStatus
 from store import repository
+from store.blobs import read_blob
 from store.models import CANCELED, FAILED, SUCCEEDED, Audit, is_id
 
 router = APIRouter(prefix=f"{PREFIX}/audits", tags=["audits"])
@@ -80,7 +83,15 @@ def get_audit_report(audit_id: IdPath, principal: CurrentPrincipal, session: Ses
 
     409 while the audit is queued or running, and for failed or canceled audits.
     """
-    audit = audit_or_404(session, principal.tenant_id, audit_id)
+    _, report = succeeded_report(session, principal.tenant_id, audit_id)
+    if wants_html(format, request.headers.get("accept", "")):
+        return HTMLResponse(report.html)
+    return JSONResponse(report.body)
+
+
+def succeeded_report(session, tenant_id: str, audit_id: str):
+    """The tenant's audit and its stored report; 404 as :func:`audit_or_404`, 409 unless it succeeded."""
+    audit = audit_or_404(session, tenant_id, audit_id)
     if audit.status != SUCCEEDED:
         reason = {FAILED: f"audit failed: {audit.error}", CANCELED: "audit was canceled; it has no report"}
         raise HTTPException(409, reason.get(audit.status, f"audit is {audit.status}; the report is ready once it "
@@ -88,9 +99,38 @@ def get_audit_report(audit_id: IdPath, principal: CurrentPrincipal, session: Ses
     report = repository.get_report(session, audit.id)
     if report is None:
         raise HTTPException(409, "audit succeeded but its report is not stored yet")
-    if wants_html(format, request.headers.get("accept", "")):
-        return HTMLResponse(report.html)
-    return JSONResponse(report.body)
+    return audit, report
+
+
+@router.get("/{audit_id}/cleaned", operation_id="get_audit_cleaned",
+            responses={200: {"description": "The audited dataset without the flagged examples (.npz)",
+                             "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                 "format": "binary"}}}},
+                       **responses(401, 404, 409, 422)})
+def get_audit_cleaned(audit_id: IdPath, principal: CurrentPrincipal, session: SessionDep) -> Response:
+    """The audit's dataset without the examples its report flags, as an .npz download.
+
+    Training arrays lose the flagged rows, the reference set is kept. 409 while the audit
+    is queued or running, and for failed or canceled audits.
+    """
+    from auditor.cleaning import cleaned_bytes
+    from auditor.data import DatasetError
+
+    audit, report = succeeded_report(session, principal.tenant_id, audit_id)
+    row = repository.get_dataset(session, principal.tenant_id, audit.dataset_id)
+    try:
+        data = read_blob(row.uri) if row is not None else None
+    except (OSError, ValueError):
+        data = None
+    if data is None:
+        raise HTTPException(409, "the audited dataset file is no longer stored")
+    try:
+        body = cleaned_bytes(data, report.body.get("flagged") or [])
+    except (DatasetError, ValueError) as exc:
+        raise HTTPException(409, f"cannot clean the dataset: {exc}") from None
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(row.filename).stem)[:100] or "dataset"
+    return Response(body, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{stem}-cleaned.npz"'})
 
 
 def wants_html(format: str | None, accept: str) -> bool:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from apitools import submit, upload, valid_npz
+from api.client import Client
+from apitools import npz_bytes, submit, upload, valid_arrays, valid_npz
 from auditor.config import AuditConfig
+from auditor.data import load_dataset
 from store import repository
 
 REPORT = {"flagged": [3, 7], "scores": [0.0] * 12, "trials": 40, "generalization": {"with_all": 0.4}}
@@ -178,3 +182,45 @@ def test_list_filters_and_cursor_pagination(backend, api, dataset_id):
     assert api.get("/audits", params={"status": "done"}).status_code == 422
     response = api.get("/audits", params={"cursor": "bm90LWEtY3Vyc29y"})
     assert response.status_code == 400 and "cursor" in response.json()["detail"]
+
+
+def test_cleaned_dataset_download(backend, key, api, other_api, tmp_path):
+    arrays = valid_arrays(n=12)
+    arrays["is_poison"] = np.arange(12) % 5 == 0
+    dataset = upload(api, npz_bytes(**arrays), filename="my data.npz").json()["id"]
+    audit = submit(api, dataset).json()["id"]
+    path = f"/audits/{audit}/cleaned"
+    response = api.get(path)
+    assert response.status_code == 409 and "queued" in response.json()["detail"]
+    _finish(backend, audit)                                      # flags examples 3 and 7
+    response = api.get(path)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"] == 'attachment; filename="my_data-cleaned.npz"'
+    cleaned = load_dataset(io.BytesIO(response.content))
+    kept = [i for i in range(12) if i not in REPORT["flagged"]]
+    assert cleaned.n == 12 - len(REPORT["flagged"])
+    np.testing.assert_array_equal(cleaned.x, arrays["x"][kept])
+    np.testing.assert_array_equal(cleaned.y, arrays["y"][kept])
+    np.testing.assert_array_equal(cleaned.is_poison, arrays["is_poison"][kept])
+    np.testing.assert_array_equal(cleaned.x_val, arrays["x_val"])
+    np.testing.assert_array_equal(cleaned.y_val, arrays["y_val"])
+    assert other_api.get(path).status_code == 404                # another tenant's audit
+    assert api.get("/audits/" + "0" * 32 + "/cleaned").status_code == 404
+
+    with Client(backend.base_url, key) as client:
+        written = client.cleaned(audit, tmp_path / "cleaned.npz")
+    assert written["bytes"] == len(response.content) and (tmp_path / "cleaned.npz").read_bytes() == response.content
+    assert written["sha256"] == load_dataset(tmp_path / "cleaned.npz").sha256
+
+
+def test_cleaned_is_409_for_failed_audits_and_bad_reports(backend, api, dataset_id):
+    failed = submit(api, dataset_id).json()["id"]
+    with backend.sessions() as session:
+        assert repository.fail_audit(session, failed, "out of memory")
+    response = api.get(f"/audits/{failed}/cleaned")
+    assert response.status_code == 409 and "out of memory" in response.json()["detail"]
+    wrong = submit(api, dataset_id, {"seed": 5}).json()["id"]
+    _finish(backend, wrong, report={**REPORT, "flagged": [3, 99]})    # an index the dataset does not have
+    response = api.get(f"/audits/{wrong}/cleaned")
+    assert response.status_code == 409 and "out of range" in response.json()["detail"]

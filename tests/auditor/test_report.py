@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import math
 import re
 
 import numpy as np
@@ -21,6 +23,8 @@ from auditor.report import (
 
 N = 40
 CONFIG = AuditConfig(confirm_seeds=4)
+GLOSSARY = ("trial", "trusted reference set", "harm", "effective rank of A", "kappa_j", "geometric mean over seeds",
+            "confirmation p-value", "control", "rank rise, rank band", "harm without the poisons' mechanism")
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +207,106 @@ def test_html_large_n_stays_small():
         "details": {}, "seconds": 12.0, "reproduce": {}, "status_line": "x",
     }
     assert len(render_html(report).encode()) < 1_000_000
+
+
+def _check_records(report, dataset, *, rank_is_bias=True):
+    """The evidence agrees with the verdict, the dataset and the strategies' own rules."""
+    records = {r["index"]: r for r in report["evidence"]}
+    flagged = [i for i, r in records.items() if r["role"] == "flagged"]
+    assert flagged == report["flagged"]
+    apart = sorted(i for i, r in records.items() if r["role"] == "without_mechanism")
+    assert apart == sorted(report["details"].get("without_mechanism", []))
+    for i, r in records.items():
+        assert np.array_equal(np.asarray(r["sequence"]), dataset.x[i])
+        assert r["is_poison"] == bool(dataset.is_poison[i]) and r["label"] == pytest.approx(float(dataset.y[i]))
+        seeds = len(r["seeds"])
+        assert len(r["harm_log"]) == len(r["harm_ratio"]) == len(r["rank_rise"]) == len(r["rank_band"]) == seeds
+        assert r["harm_ratio"] == pytest.approx([math.exp(h) for h in r["harm_log"]])
+        assert r["harm_ratio_mean"] == pytest.approx(math.exp(np.mean(r["harm_log"])))
+        assert r["decided_by"] and r["group_size"] >= 1
+        shows = all(rise > band for rise, band in zip(r["rank_rise"], r["rank_band"]))
+        if rank_is_bias:                                 # flagged exactly where the mechanism showed
+            assert shows == (r["role"] == "flagged") or r["test"] == "core_weaker", r
+    return records
+
+
+def test_evidence_of_every_singled_out_example(report, audited):
+    _, dataset, _ = audited
+    assert report["evidence_note"] is None and report["flagged"]
+    records = _check_records(report, dataset)
+    assert {r["test"] for r in records.values()} == {"group_mechanism"}
+    assert all(len(r["seeds"]) == 2 and r["harm_ratio_ci95"][0] <= r["harm_ratio_mean"] <= r["harm_ratio_ci95"][1]
+               for r in records.values())
+    # the flagged raised the error more than the controls did under every seed
+    assert all(min(r["harm_ratio"]) > max(r["control_ratio"]) for r in records.values() if r["role"] == "flagged")
+
+
+def test_evidence_without_the_outcomes_keeps_the_examples(audited):
+    result, dataset, _ = audited
+    keys = sorted(result.outcomes)
+    partial = dataclasses.replace(result, outcomes={k: result.outcomes[k] for k in keys[: len(keys) // 2]})
+    report = build_report(partial, dataset, CONFIG)
+    assert report["evidence_note"] and "replay" in report["evidence_note"]
+    assert [r["index"] for r in report["evidence"] if r["role"] == "flagged"] == report["flagged"]
+    assert all("harm_log" not in r and r["sequence"] for r in report["evidence"])
+    assert "not available" in render_html(report)
+
+
+def test_sequence_profile_summarizes_the_others(report, audited):
+    _, dataset, _ = audited
+    singled = {r["index"] for r in report["evidence"]}
+    others = dataset.x[[i for i in range(N) if i not in singled]]
+    profile = report["sequence_profile"]
+    assert profile["examples"] == len(others)
+    np.testing.assert_allclose(profile["median"], np.median(others, axis=0))
+    np.testing.assert_allclose(profile["q10"], np.quantile(others, 0.1, axis=0))
+    np.testing.assert_allclose(profile["q90"], np.quantile(others, 0.9, axis=0))
+
+
+def test_html_shows_the_evidence_and_the_glossary(report):
+    page = render_html(report)
+    for i in report["flagged"]:
+        assert f"<b>#{i}</b>" in page
+    assert "Harm without the poisons&#39; mechanism" in page or "Harm without the poisons' mechanism" in page
+    assert page.count('<img src="data:image/png;base64,') >= 6     # + evidence and sequences
+    glossary = page[page.index('id="glossary"'):]
+    for term in GLOSSARY:
+        assert f"<dt>{term}</dt>" in glossary.replace("&#39;", "'"), term
+    evil = "<img src=x onerror=alert(1)>"
+    hostile = {**report, "evidence": [{**r, "decided_by": evil, "base": evil} for r in report["evidence"]]}
+    page = render_html(hostile)
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_html_many_channels():
+    k, channels = 12, 3
+    rng = np.random.default_rng(1)
+    records = [{"index": i, "role": role, "score": 1.0, "label": 0.5, "sequence": rng.normal(size=(k, channels)).tolist()}
+               for i, role in ((2, "flagged"), (5, "without_mechanism"))]
+    report = {"flagged": [2], "scores": [0.0] * 8, "evidence": records, "evidence_note": "not replayed",
+              "sequence_profile": {"examples": 6, "median": np.zeros((k, channels)).tolist(),
+                                   "q10": (-np.ones((k, channels))).tolist(), "q90": np.ones((k, channels)).tolist()},
+              "confirmation": {}, "generalization": {}, "details": {}, "reproduce": {}, "status_line": "x"}
+    page = render_html(report)
+    assert page.count('<img src="data:image/png;base64,') == 2     # scores and sequences
+    assert "not replayed" in page
+
+
+@pytest.mark.slow
+def test_evidence_of_core_testing():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = AuditConfig(confirm_seeds=4, strategy="core")
+        dataset = validate_arrays(make_benchmark(BenchmarkSpec(n=150, poison_fraction=0.1, length=6, seed=0)))
+        result = run_audit(dataset, config)
+    finally:
+        torch.set_num_threads(threads)
+    report = build_report(result, dataset, config)
+    assert report["flagged"] and report["evidence_note"] is None
+    records = _check_records(report, dataset)
+    for r in records.values():
+        assert r["test"].startswith("core_") and "core of" in r["base"]
+        assert len(r["threshold_ratio"]) == len(r["seeds"]) == result.verdict.details["test_seeds"]
+        if r["test"] == "core_alone":                   # past the strategy's threshold under every seed
+            assert r["group_size"] == 1 and all(h > t for h, t in zip(r["harm_ratio"], r["threshold_ratio"]))
