@@ -37,7 +37,8 @@ def test_make_benchmark_then_audit_json(tmp_path):
     out = _auditor("make-benchmark", "--kind", "standalone", "--n", "40", "--out", str(data), "--seed", "1")
     assert out.returncode == 0, out.stderr
     html = tmp_path / "r.html"
-    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "3", "--html", str(html))
+    saved = tmp_path / "r.json"
+    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "3", "--html", str(html), "--out", str(saved))
     report = json.loads(out.stdout)
     assert report["flagged"] and out.returncode == 1, out.stderr          # exit status 1: examples flagged
     for field in ("flagged", "scores", "trials", "generalization", "evaluation"):
@@ -45,6 +46,16 @@ def test_make_benchmark_then_audit_json(tmp_path):
     assert len(report["scores"]) == 40 and report["trials"] > 0
     assert {"precision", "recall"} <= set(report["evaluation"])
     assert html.read_text().startswith("<!DOCTYPE html>")
+
+    cleaned = tmp_path / "cleaned.npz"
+    out = _auditor("clean", str(data), "--report", str(saved), "--out", str(cleaned))
+    assert out.returncode == 0 and f"removed {len(report['flagged'])}" in out.stdout, out.stderr
+    import numpy as np
+    with np.load(data) as before, np.load(cleaned) as after:
+        keep = np.setdiff1d(np.arange(40), report["flagged"])
+        assert np.array_equal(after["x"], before["x"][keep]) and np.array_equal(after["y"], before["y"][keep])
+    out = _auditor("clean", str(cleaned), "--report", str(saved), "--out", str(tmp_path / "again.npz"))
+    assert out.returncode == 2 and "another file" in out.stderr           # the report is not of this file
 
 
 def test_bad_files_are_one_line_errors(tmp_path):
