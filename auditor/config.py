@@ -39,6 +39,7 @@ class AuditConfig(BaseModel):
         from auditor.models import check_model_name
 
         return check_model_name(value, allow_import=True)
+
     state_dim: int = Field(10, ge=1, le=512, description="SSM state dimension d")
     # 50 000: training slows with the sequence length (measured on clean sets of 200: 6 000 steps
     # to fit at length 6, 10 000 at 8, 18 000-20 000 at 9), and a model stopped before it fits
