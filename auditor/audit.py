@@ -20,12 +20,10 @@ import numpy as np
 from scipy import stats
 
 from auditor.config import AuditConfig
-from auditor.data import Dataset, DatasetError
+from auditor.data import Dataset
 from auditor.executors import Executor, InlineExecutor
-from auditor.ssm import SSMSpec
 from auditor.strategies import Context, Verdict, plan, resolve
-from auditor.train import TrainConfig
-from auditor.trials import AuditProblem, Outcome, Problem, Trial
+from auditor.trials import Outcome, Problem, Trial
 
 Progress = Callable[[int, int, str], None]          # (trials done, trials expected, phase)
 
@@ -33,25 +31,15 @@ Progress = Callable[[int, int, str], None]          # (trials done, trials expec
 def build_problem(dataset: Dataset, config: AuditConfig) -> Problem:
     """The student and optimizer an audit of ``dataset`` trains, from its config.
 
-    Integer labels (classification) get deep S4D classifiers scored by their trusted-set
-    cross-entropy (:mod:`auditor.deep_problem`); float labels the paper's SSM students.
+    The model comes from the registry (:mod:`auditor.models`): ``config.model`` names a
+    built-in, an installed entry point or ``module:attr``. Integer labels (classification)
+    get deep S4D classifiers scored by their trusted-set cross-entropy
+    (:mod:`auditor.deep_problem`) unless a model other than the paper's regression students
+    is named; float labels the paper's SSM students by default.
     """
-    if dataset.task == "classification":
-        from auditor.deep_problem import build_deep_problem
+    from auditor.models import model_for
 
-        return build_deep_problem(dataset, config)
-    if dataset.task != "regression" or dataset.x.ndim != 2 or dataset.y.ndim != 1:
-        raise DatasetError("this audit supports single-channel regression data (x (n, k), float y (n,)); "
-                           f"got x {dataset.x.shape}, y {dataset.y.shape} {dataset.y.dtype}")
-    if config.model == "network":
-        spec = SSMSpec(state_dim=config.state_dim, sigma_a=0.01, sigma_b=0.01, sigma_c=0.01,
-                       offset=0.001, width=15, sigma_mlp=0.03)
-        train = TrainConfig(optimizer="adam", lr=0.01, eps=0.01, extra_steps=1000, max_steps=config.max_steps)
-    else:
-        spec = SSMSpec(state_dim=config.state_dim, sigma_a=1e-3)
-        train = TrainConfig(optimizer="gd", lr=0.01, eps=0.01, extra_steps=3000, max_steps=config.max_steps)
-    return AuditProblem(x=dataset.x, y=dataset.y, x_val=dataset.x_val, y_val=dataset.y_val,
-                        spec=spec, train=train, device=config.device)
+    return model_for(dataset, config).problem(dataset, config)
 
 
 @dataclass

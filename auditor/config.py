@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Strategy = Literal["auto", "loo", "banzhaf", "group", "core"]
+# the paper's regression students, by name; ``model`` takes any name of the registry
+# (auditor.models): these, ``s4d``, installed entry points, or ``module:attr``
 ModelKind = Literal["ssm", "network"]
 
 
@@ -25,7 +27,19 @@ class AuditConfig(BaseModel):
     confirm_seeds: int = Field(8, ge=2, le=64, description="seeds of the confirmation round (up to twice as "
                                "many when the search leaves enough of its budget unused)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed; every trial's seed derives from it")
-    model: ModelKind = Field("ssm", description="the student trained in each trial")
+    model: str = Field("ssm", max_length=300,
+                       description="the student trained in each trial: a registered model (ssm, network, "
+                       "s4d, or an installed package's entry point in the group auditor.models) or "
+                       "module:attr (see docs/models.md); classification sets train s4d unless another "
+                       "model than ssm or network is named")
+
+    @field_validator("model")
+    @classmethod
+    def _registered_or_import_path(cls, value: str) -> str:
+        from auditor.models import check_model_name
+
+        return check_model_name(value, allow_import=True)
+
     state_dim: int = Field(10, ge=1, le=512, description="SSM state dimension d")
     # 50 000: training slows with the sequence length (measured on clean sets of 200: 6 000 steps
     # to fit at length 6, 10 000 at 8, 18 000-20 000 at 9), and a model stopped before it fits
