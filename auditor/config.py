@@ -7,9 +7,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Strategy = Literal["auto", "loo", "banzhaf", "group", "core"]
-# the paper's regression students, by name; ``model`` takes any name of the registry
-# (auditor.models): these, ``s4d``, installed entry points, or ``module:attr``
-ModelKind = Literal["ssm", "network"]
 
 
 class AuditConfig(BaseModel):

@@ -15,14 +15,17 @@ EXIT_USAGE = 2          # bad input or usage: unknown flag, unreadable file, unk
 EXIT_FAILED = 3         # the run failed: training failed, server error, audit failed or canceled
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-# the values of auditor.config.Strategy and ModelKind and the default of confirm_seeds, spelled
-# out so that building the parser does not import pydantic (tests/auditor/test_cli.py holds them equal)
+# the values of auditor.config.Strategy, the built-in models of auditor.models and the default of
+# confirm_seeds, spelled out so that building the parser imports neither pydantic nor the registry
+# (tests/auditor/test_cli.py holds them equal)
 STRATEGY_CHOICES = ("auto", "group", "core", "loo", "banzhaf")
-MODEL_CHOICES = ("ssm", "network")
+MODEL_CHOICES = ("ssm", "network", "s4d")
 CONFIRM_SEEDS = 8
-MODEL_HELP = ("the student every trial trains on a regression set: the standalone SSM (setting B), or "
-              "network, the SSM followed by a ReLU MLP (setting C); classification sets train the deep "
-              "S4D classifier")
+MODEL_HELP = ("the student every trial trains: ssm (the standalone SSM, setting B; the default), network (the "
+              "SSM followed by a ReLU MLP, setting C), s4d (the deep S4D classifier, which classification sets "
+              "get unless another model is named), an installed package's entry point (group auditor.models), "
+              "or module:attr naming a TorchModel or a factory seed -> torch.nn.Module (docs/models.md); a "
+              "server takes registered names only")
 SERVER_EXTRA = "pip install 'auditor[server]'"
 SERVER_MODULES = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "ray", "pydantic_settings",
                   "prometheus_client", "multipart", "python_multipart", "jinja2", "api", "workers", "store"}
@@ -54,7 +57,7 @@ def add_audit_flags(p: argparse.ArgumentParser, *, local: bool = False) -> None:
     """The audit's configuration (``auditor.config.AuditConfig``); ``local`` adds --device."""
     add_strategy_flag(p)
     p.add_argument("--budget", type=int, default=None, help="most models to train in the search")
-    p.add_argument("--model", choices=MODEL_CHOICES, default="ssm", help=MODEL_HELP)
+    p.add_argument("--model", metavar="NAME", default="ssm", help=MODEL_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
     p.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS,
                    help=f"fresh seeds of the confirmation round (default {CONFIRM_SEEDS})")

@@ -87,9 +87,10 @@ def test_strategy_and_model_choices_are_the_config_schema():
     from typing import get_args
 
     from auditor.cli import CONFIRM_SEEDS, MODEL_CHOICES, STRATEGY_CHOICES
-    from auditor.config import AuditConfig, ModelKind, Strategy
+    from auditor.config import AuditConfig, Strategy
+    from auditor.models import BUILTINS
     assert set(STRATEGY_CHOICES) == set(get_args(Strategy))
-    assert set(MODEL_CHOICES) == set(get_args(ModelKind))
+    assert set(MODEL_CHOICES) == set(BUILTINS)
     assert CONFIRM_SEEDS == AuditConfig().confirm_seeds
 
 
@@ -177,3 +178,31 @@ def test_progress_covers_the_whole_audit_with_named_phases():
     assert calls[-1][0] == len(result.outcomes) <= expected
     phases = list(dict.fromkeys(p for _, _, p in calls))
     assert phases == ["screening", f"search ({result.strategy})", "confirmation"]
+
+
+def test_audit_takes_a_users_model_by_module_and_attribute(tmp_path):
+    """`--model module:attr` trains the user's factory (a module outside the package)."""
+    (tmp_path / "usermodels.py").write_text(
+        "import torch\n"
+        "import auditor\n"
+        "class Last(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.w = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))\n"
+        "    def forward(self, x):\n"
+        "        return self.w * x[:, -1, :]\n"
+        "def factory(seed):\n"
+        "    return Last()\n"
+        "model = auditor.TorchModel(factory, optimizer='adam', lr=0.05, steps=30)\n")
+    data = tmp_path / "b.npz"
+    assert _auditor("make-benchmark", "--kind", "clean", "--n", "30", "--out", str(data)).returncode == 0
+    import os
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-m", "auditor.cli", "audit", str(data), "--model", "usermodels:model",
+                          "--json", "--confirm-seeds", "2", "--budget", "12"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode in (0, 1), out.stderr
+    report = json.loads(out.stdout)
+    assert report["trials"] > 0 and report["reproduce"]["config"]["model"] == "usermodels:model"
+    bad = _auditor("audit", str(data), "--model", "nosuchmodule_xyz:model")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
