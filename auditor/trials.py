@@ -11,6 +11,7 @@ never recomputed.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
@@ -81,7 +82,12 @@ class Outcome:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Outcome":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        """The outcome ``to_dict`` wrote; a float stored as null (JSON has no NaN) is NaN again."""
+        values = {k: d[k] for k in cls.__dataclass_fields__}
+        for name in ("error", "train_loss", "effective_rank"):
+            if values[name] is None:
+                values[name] = math.nan
+        return cls(**values)
 
 
 class Problem(Protocol):

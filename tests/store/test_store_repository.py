@@ -202,3 +202,17 @@ def test_pagination_and_cursors(session, dataset):
                 repository.encode_cursor(stamp.replace(tzinfo=None), ids[0])):
         with pytest.raises(repository.InvalidCursor):
             repository.decode_cursor(bad)
+
+
+def test_an_outcome_without_an_effective_rank_resumes_as_nan(session, dataset):
+    """A model without a rank (a user's TorchModel) stores NaN, which JSON keeps as null."""
+    import math
+
+    from auditor.trials import Outcome
+
+    audit_id = _queue(session, dataset)[0]
+    outcome = Outcome(key="t0", error=0.5, train_loss=0.01, converged=True, steps=40, effective_rank=math.nan)
+    repository.store_outcomes(session, audit_id, [("t0", [True] * 13, 3, outcome.to_dict())])
+    (stored,) = repository.list_outcomes(session, audit_id)
+    back = Outcome.from_dict(stored.metrics)
+    assert math.isnan(back.effective_rank) and back.error == 0.5 and back.steps == 40
