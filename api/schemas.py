@@ -109,3 +109,19 @@ class ScanOut(BaseModel):
     config: dict[str, Any]
     created_at: datetime
     audits: list[ScanAudit]
+
+
+class KeyOut(BaseModel):
+    """An API key as the API shows it: never its secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="the key id: the part after 'aud_' of the key")
+    created_at: datetime
+    revoked_at: datetime | None = Field(description="when it was revoked; null while it is valid")
+    current: bool = Field(False, description="whether this request was made with this key")
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
