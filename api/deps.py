@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Path, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -25,16 +25,19 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session for the request, closed after the response.
 
     Creating a session does no I/O, so it happens on the event loop; only closing one that
-    used a connection (which returns it to the pool) goes to the thread pool.
+    used a connection (which returns it to the pool) goes to a thread, under a limiter of
+    its own: were it to wait for the main thread pool, whose threads may all be waiting for
+    a pooled connection, neither would ever get one.
     """
     session = request.app.state.sessionmaker()
     try:
         yield session
     finally:
         if session.in_transaction():
-            await run_in_threadpool(session.close)
+            await anyio.to_thread.run_sync(session.close, limiter=request.app.state.close_limiter)
         else:
             session.close()
+
 
 
 async def get_principal(request: Request,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-import anyio.to_thread
+import anyio
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -22,6 +22,7 @@ from api.routers import PREFIX, audits, datasets, health, keys, scans
 from api.settings import Settings
 from store.engine import make_engine, make_sessionmaker
 
+CLOSE_THREADS = 4  # threads that return connections to the pool, apart from the main thread pool
 MULTIPART_SLACK = 64 * 1024  # room for multipart headers around an upload at the size limit
 OPENAPI_URL = f"{PREFIX}/openapi.json"
 DOCS_URL = f"{PREFIX}/docs"
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        app.state.close_limiter = anyio.CapacityLimiter(CLOSE_THREADS)
         yield
         engine.dispose()
 

@@ -36,8 +36,6 @@ class Settings(BaseSettings):
                                                                    "address, sustained; 0: no limit")
     auth_failures_burst: int = Field(50, ge=1, description="failed authentications per client address allowed "
                                                            "at once before 429s")
-    threadpool_size: int = Field(8, ge=1, le=256, description="threads that run blocking work (database queries, "
-                                                              "uploads) for the event loop")
     db_pool_size: int = Field(10, ge=1, le=200, description="database connections kept open")
     ray_address: str | None = Field(None, description="Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
                                                       "unset: start a local one")
