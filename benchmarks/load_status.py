@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-key", help="API key for --url")
     p.add_argument("--database-url", help="database for the started server (default: a fresh PostgreSQL one)")
     p.add_argument("--goal-ms", type=float, default=100.0, help="p99 latency goal in ms (default 100)")
+    p.add_argument("--compare", action="store_true",
+                   help="first poll GET /datasets/{id} the same way (a route of the same shape, one row by id, "
+                        "served the old way: a sync route with a request session), then print the p99 ratio")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     if not 1 <= args.clients <= 1000 or not 0 < args.duration <= 600:
@@ -108,8 +111,8 @@ def started_server(database_url: str, data_dir: str):
             process.wait()
 
 
-def create_audit(base: str, key: str) -> str:
-    """Upload a small dataset and queue an audit of it; return the audit id."""
+def create_audit(base: str, key: str) -> tuple[str, str]:
+    """Upload a small dataset and queue an audit of it; return ``(audit_id, dataset_id)``."""
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
     np.savez(buffer, x=rng.normal(size=(18, 6)), y=rng.normal(size=18))
@@ -118,7 +121,7 @@ def create_audit(base: str, key: str) -> str:
         upload.raise_for_status()
         audit = c.post("/audits", json={"dataset_id": upload.json()["id"]})
         audit.raise_for_status()
-        return audit.json()["id"]
+        return audit.json()["id"], upload.json()["id"]
 
 
 async def run_load(url: str, key: str, *, clients: int, duration: float, warmup: float) -> dict:
@@ -154,6 +157,17 @@ async def run_load(url: str, key: str, *, clients: int, duration: float, warmup:
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}
 
 
+def measure(url: str, key: str, args: argparse.Namespace, server_pid: int | None) -> dict:
+    """One load run against ``url``, with the CPU seconds of the load client and the server."""
+    server_cpu = process_cpu_seconds(server_pid) if server_pid else None
+    client_cpu = time.process_time()
+    result = asyncio.run(run_load(url, key, clients=args.clients, duration=args.duration, warmup=args.warmup))
+    result["client_cpu_s"] = round(time.process_time() - client_cpu, 1)
+    if server_cpu is not None:
+        result["server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 1)
+    return result
+
+
 def add_ratios(result: dict, *, goal_ms: float, warmup: float) -> None:
     """Add p99 over the goal and CPU milliseconds per request (CPU counted over warm-up too)."""
     result["goal_ms"] = goal_ms
@@ -178,23 +192,30 @@ def main(argv: list[str] | None = None) -> int:
             database_url = args.database_url or stack.enter_context(scratch_postgres(prefix="auditor_load"))
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="auditor-load-"))
             base, key, server_pid = stack.enter_context(started_server(database_url, data_dir))
-        audit_id = create_audit(base, key)
-        server_cpu = process_cpu_seconds(server_pid) if server_pid else None
-        client_cpu = time.process_time()
-        result = asyncio.run(run_load(f"{base}/api/v1/audits/{audit_id}", key, clients=args.clients,
-                                      duration=args.duration, warmup=args.warmup))
-        result["client_cpu_s"] = round(time.process_time() - client_cpu, 1)
-        if server_cpu is not None:
-            result["server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 1)
+        audit_id, dataset_id = create_audit(base, key)
+        reference = None
+        if args.compare:
+            reference = measure(f"{base}/api/v1/datasets/{dataset_id}", key, args, server_pid)
+        result = measure(f"{base}/api/v1/audits/{audit_id}", key, args, server_pid)
     add_ratios(result, goal_ms=args.goal_ms, warmup=args.warmup)
+    if reference is not None:
+        add_ratios(reference, goal_ms=args.goal_ms, warmup=args.warmup)
+        result["reference_sync_route"] = reference
+        result["p99_ratio_status_over_sync_route"] = round(result["p99_ms"] / max(reference["p99_ms"], 1e-9), 2)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{result['clients']} clients x {result['duration_s']:g} s: {result['requests']} requests "
-              f"({result['requests_per_s']}/s), {result['errors']} errors; latency p50 {result['p50_ms']} ms, "
-              f"p99 {result['p99_ms']} ms (goal {args.goal_ms:g} ms: p99/goal {result['p99_over_goal']}), "
-              f"max {result['max_ms']} ms; CPU ms per request: server {result.get('server_cpu_ms_per_request', 'n/a')}"
-              f", load client {result['client_cpu_ms_per_request']} (on {os.cpu_count()} CPUs)")
+        return 0 if result["errors"] == 0 else 1
+    if reference is not None:
+        print(f"reference, GET /datasets/{{id}} (sync route, request session): p50 {reference['p50_ms']} ms, "
+              f"p99 {reference['p99_ms']} ms, {reference['requests_per_s']}/s; CPU ms per request: server "
+              f"{reference.get('server_cpu_ms_per_request', 'n/a')}, load client "
+              f"{reference['client_cpu_ms_per_request']}")
+        print(f"status route p99 / reference p99: {result['p99_ratio_status_over_sync_route']}")
+    print(f"{result['clients']} clients x {result['duration_s']:g} s: {result['requests']} requests "
+          f"({result['requests_per_s']}/s), {result['errors']} errors; latency p50 {result['p50_ms']} ms, "
+          f"p99 {result['p99_ms']} ms (goal {args.goal_ms:g} ms: p99/goal {result['p99_over_goal']}), "
+          f"max {result['max_ms']} ms; CPU ms per request: server {result.get('server_cpu_ms_per_request', 'n/a')}"
+          f", load client {result['client_cpu_ms_per_request']} (on {os.cpu_count()} CPUs)")
     return 0 if result["errors"] == 0 else 1
 
 
