@@ -23,6 +23,7 @@ DESCRIPTIONS = {
     413: "Request body or upload over the size limit",
     422: "Invalid request: the detail names each invalid field",
     429: "Rate limit exceeded; retry after the seconds in the Retry-After header",
+    503: "The database is unavailable; retry after the seconds in the Retry-After header",
 }
 
 
@@ -73,7 +74,7 @@ def edge_responses(*, keyed: bool) -> dict[int | str, dict]:
     """OpenAPI ``responses`` of the edge middleware for a router: 500 everywhere, and 401 and
     429 where a key is needed."""
     internal = {500: {"model": InternalErrorOut, "description": "Unexpected server error"}}
-    return {**responses(401, 429), **internal} if keyed else internal
+    return {**responses(401, 429, 503), **internal} if keyed else internal
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -15,6 +15,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from api.auth import Authenticator, Principal
 from api.metrics import Metrics
 
@@ -275,6 +277,8 @@ class EdgeGuard:
       credentials get ``429`` before the key is even checked, so guessing is slowed for
       valid and invalid guesses alike;
     * the body is limited to ``body_limits[(method, path)]``, else ``default_body_limit``.
+
+    When the database cannot be asked about a key, the answer is ``503`` with ``Retry-After``.
     """
 
     def __init__(self, app, *, authenticator: Authenticator, public_paths: frozenset[str],
@@ -311,7 +315,13 @@ class EdgeGuard:
                                                       "retry later"}, (retry_after(wait), CLOSE))
                 return None
         key = bearer_key(credentials)
-        principal = await self.authenticator.principal(key) if key else None
+        try:
+            principal = await self.authenticator.principal(key) if key else None
+        except SQLAlchemyError:
+            logger.exception("key lookup failed, %s %s", scope["method"], scope["path"])
+            await send_json(send, 503, {"detail": "cannot check the API key: the database is unavailable"},
+                            (retry_after(1), CLOSE))
+            return None
         if principal is None:
             if credentials is not None and self.failure_limits is not None:
                 self.failure_limits.take(address)

@@ -17,7 +17,10 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from api.main import create_app
+from api.settings import Settings
 from apitools import submit, upload, valid_npz
+from conftest import LiveServer
 from store import repository
 
 BIG = 60 * 1024 * 1024
@@ -249,3 +252,13 @@ def test_unhandled_error_is_500_json_with_a_logged_error_id(serve, backend, capl
     assert_security_headers(response, JSON_CSP)
     logged = [r for r in caplog.records if body["error_id"] in r.getMessage()]
     assert logged and "secret internal text" in str(logged[0].exc_info[1])
+
+
+def test_key_lookup_without_a_database_is_503(tmp_path):
+    # a database without the schema: every key lookup fails in the driver
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/empty.db", data_dir=tmp_path / "data"))
+    with LiveServer(app) as server:
+        response = httpx.get(f"{server.base_url}/api/v1/audits",
+                             headers={"Authorization": "Bearer aud_0123456789abcdef_secret"})
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert response.json()["detail"] == "cannot check the API key: the database is unavailable"
