@@ -64,7 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        app.state.close_limiter = anyio.CapacityLimiter(CLOSE_THREADS)
         yield
         engine.dispose()
 
@@ -74,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
+    app.state.close_limiter = anyio.CapacityLimiter(CLOSE_THREADS)  # see api.deps.get_session
     app.state.metrics = Metrics(sessions)
     app.state.authenticator = Authenticator(sessions, KeyCache(settings.auth_cache_seconds))
     install_handlers(app)
