@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -9,7 +10,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from store import repository
 
@@ -71,7 +73,9 @@ class KeyCache:
     """Keys verified recently, mapped to their principal for ``ttl`` seconds (a bounded LRU).
 
     Entries are keyed by the sha256 of the whole key. Not thread-safe: use it from the
-    event loop only. A ``ttl`` of 0 disables it.
+    event loop only. A ``ttl`` of 0 disables it. An entry expires ``ttl`` seconds after the
+    lookup that verified it *started*, so a key revoked while it was being looked up is
+    not trusted longer than ``ttl`` after the revocation.
     """
 
     def __init__(self, ttl: float, size: int = 10_000) -> None:
@@ -91,12 +95,64 @@ class KeyCache:
         self._entries.move_to_end(digest)
         return entry[1]
 
-    def put(self, key: str, principal: Principal) -> None:
-        """Remember that ``key`` authenticates as ``principal``."""
+    def put(self, key: str, principal: Principal, *, checked_at: float | None = None) -> None:
+        """Remember that ``key`` authenticates as ``principal``, as verified at ``checked_at``.
+
+        ``checked_at`` is a :func:`time.monotonic` reading taken before the lookup (default: now).
+        """
         if self.ttl <= 0:
             return
         digest = hash_secret(key)
-        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+        start = time.monotonic() if checked_at is None else checked_at
+        self._entries[digest] = (start + self.ttl, principal)
         self._entries.move_to_end(digest)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        """Drop every entry of the key ``key_id`` (after it was revoked)."""
+        for digest in [d for d, (_, p) in self._entries.items() if p.key_id == key_id]:
+            del self._entries[digest]
+
+
+class Authenticator:
+    """The one place that verifies bearer keys: the cache first, else the database.
+
+    Concurrent lookups of the same uncached key share one database query. Use it from the
+    event loop; the query runs in the thread pool.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], cache: KeyCache) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self._pending: dict[str, asyncio.Future[Principal | None]] = {}
+
+    async def principal(self, key: str) -> Principal | None:
+        """The principal of ``key``, or None for a malformed, unknown or revoked key."""
+        if split_key(key) is None:
+            return None
+        principal = self.cache.get(key)
+        if principal is not None:
+            return principal
+        digest = hash_secret(key)
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(key))
+            self._pending[digest] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _lookup(self, key: str) -> Principal | None:
+        started = time.monotonic()
+        principal = await run_in_threadpool(self._query, key)
+        if principal is not None:
+            self.cache.put(key, principal, checked_at=started)
+        return principal
+
+    def _query(self, key: str) -> Principal | None:
+        with self.sessions() as session:
+            return authenticate(session, key)
+
+    def forget(self, key_id: str) -> None:
+        """Stop trusting cached verifications of ``key_id`` in this process."""
+        self.cache.forget(key_id)

@@ -1,10 +1,15 @@
-"""Error bodies: every error is JSON ``{"detail": "..."}`` that says what is wrong."""
+"""Error bodies: every error is JSON ``{"detail": "..."}`` that says what is wrong.
+
+Unhandled exceptions become ``500 {"detail": "internal error", "error_id": "..."}`` in
+:class:`api.middleware.ErrorBoundary`; the traceback is logged under the same id.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from api.schemas import ErrorOut
 from auditor.data import DatasetError
@@ -15,9 +20,18 @@ DESCRIPTIONS = {
     401: "Missing or invalid API key",
     404: "No such object for this tenant",
     409: "Conflicts with the object's state or an earlier request with the same Idempotency-Key",
-    413: "Upload over the size limit",
+    413: "Request body or upload over the size limit",
     422: "Invalid request: the detail names each invalid field",
+    429: "Rate limit exceeded; retry after the seconds in the Retry-After header",
+    503: "The database is unavailable; retry after the seconds in the Retry-After header",
 }
+
+
+class InternalErrorOut(BaseModel):
+    """An unexpected server error; quote ``error_id`` when reporting it (the server logged it)."""
+
+    detail: str = Field(description="always 'internal error'")
+    error_id: str = Field(description="identifies the logged traceback")
 
 
 def responses(*codes: int) -> dict[int | str, dict]:
@@ -54,6 +68,13 @@ async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:
 
 async def _cursor(_request: Request, exc: InvalidCursor) -> JSONResponse:
     return _error(400, str(exc))
+
+
+def edge_responses(*, keyed: bool) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` of the edge middleware for a router: 500 everywhere, and 401 and
+    429 where a key is needed."""
+    internal = {500: {"model": InternalErrorOut, "description": "Unexpected server error"}}
+    return {**responses(401, 429, 503), **internal} if keyed else internal
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+import anyio
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
-from api.auth import KeyCache
-from api.errors import install_handlers
+from api.auth import Authenticator, KeyCache
+from api.errors import edge_responses, install_handlers
 from api.metrics import Metrics
-from api.middleware import BodySizeLimit, MetricsMiddleware
-from api.routers import PREFIX, audits, datasets, health, scans
+from api.middleware import EdgeGuard, ErrorBoundary, MetricsMiddleware, SecurityHeaders, TokenBuckets
+from api.routers import PREFIX, audits, datasets, health, keys, scans
 from api.settings import Settings
 from store.engine import make_engine, make_sessionmaker
 
+CLOSE_THREADS = 4  # threads that return connections to the pool, apart from the main thread pool
 MULTIPART_SLACK = 64 * 1024  # room for multipart headers around an upload at the size limit
+OPENAPI_URL = f"{PREFIX}/openapi.json"
+DOCS_URL = f"{PREFIX}/docs"
+PUBLIC_PATHS = frozenset({f"{PREFIX}/health", f"{PREFIX}/metrics", OPENAPI_URL, DOCS_URL})
+UPLOAD_ROUTES = (("POST", f"{PREFIX}/datasets"),)  # the only routes that take more than max_json_bytes
 
 
 def _version() -> str:
@@ -24,6 +35,21 @@ def _version() -> str:
         return version("auditor")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def swagger_page(title: str) -> tuple[bytes, str]:
+    """The Swagger UI page and the Content-Security-Policy that lets it work.
+
+    The page loads its script and styles from cdn.jsdelivr.net and its icon from
+    fastapi.tiangolo.com; its one inline script is allowed by its sha256.
+    """
+    html = get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{title} - API").body
+    hashes = " ".join("'sha256-%s'" % base64.b64encode(hashlib.sha256(script).digest()).decode()
+                      for script in re.findall(rb"<script>(.*?)</script>", html, re.S))
+    csp = (f"default-src 'none'; script-src https://cdn.jsdelivr.net {hashes}; "
+           "style-src https://cdn.jsdelivr.net 'unsafe-inline'; img-src data: https://fastapi.tiangolo.com; "
+           "connect-src 'self'; frame-ancestors 'none'")
+    return html, csp
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,15 +69,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="auditor", version=_version(), lifespan=lifespan,
                   description="Audit sequence training sets for clean-label poisons aimed at state-space models.",
-                  openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None)
+                  openapi_url=OPENAPI_URL, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
+    app.state.close_limiter = anyio.CapacityLimiter(CLOSE_THREADS)  # see api.deps.get_session
     app.state.metrics = Metrics(sessions)
-    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.state.authenticator = Authenticator(sessions, KeyCache(settings.auth_cache_seconds))
     install_handlers(app)
-    for module in (health, datasets, audits, scans):
-        app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_SLACK)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(health.router, responses=edge_responses(keyed=False))
+    for module in (datasets, audits, scans, keys):
+        app.include_router(module.router, responses=edge_responses(keyed=True))
+    docs_html, docs_csp = swagger_page(app.title)
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(docs_html)
+
+    _install_middleware(app, settings, docs_csp)
     return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings, docs_csp: str) -> None:
+    """From the outside in: security headers, error boundary, metrics, then the guard."""
+    upload_limit = settings.max_upload_bytes + MULTIPART_SLACK
+    app.add_middleware(EdgeGuard, authenticator=app.state.authenticator, public_paths=PUBLIC_PATHS,
+                       body_limits=dict.fromkeys(UPLOAD_ROUTES, upload_limit),
+                       default_body_limit=settings.max_json_bytes,
+                       key_limits=_buckets(settings.rate_limit_per_second, settings.rate_limit_burst),
+                       failure_limits=_buckets(settings.auth_failures_per_second, settings.auth_failures_burst))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(SecurityHeaders, page_csp={DOCS_URL: docs_csp})
+
+
+def _buckets(rate: float, burst: int) -> TokenBuckets | None:
+    return TokenBuckets(rate, burst) if rate > 0 else None

@@ -146,3 +146,19 @@ class ScanReport(BaseModel):
     config: dict[str, Any]
     totals: ScanTotals
     audits: list[ScanReportAudit]
+
+
+class KeyOut(BaseModel):
+    """An API key as the API shows it: never its secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="the key id: the part after 'aud_' of the key")
+    created_at: datetime
+    revoked_at: datetime | None = Field(description="when it was revoked; null while it is valid")
+    current: bool = Field(False, description="whether this request was made with this key")
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")

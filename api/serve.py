@@ -54,3 +54,27 @@ def issue_key(settings: Settings, tenant: str) -> str:
             return create_key(session, tenant)
     finally:
         engine.dispose()
+
+
+def revoke_key(settings: Settings, key_id: str) -> bool:
+    """Revoke the API key ``key_id`` (or the key whose id a whole key names), after upgrading the schema.
+
+    Every API process on the database refuses the key within ``auth_cache_seconds`` (at most
+    1 s). Returns False if there is no such key; revoking a revoked key returns True and
+    keeps its revocation time.
+    """
+    from api.auth import split_key
+    from store import repository
+    from store.engine import make_engine, make_sessionmaker
+
+    parts = split_key(key_id.strip())
+    key_id = parts[0] if parts is not None else key_id.strip()
+    if not repository.is_key_id(key_id):
+        return False
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return repository.revoke_api_key(session, key_id) is not None
+    finally:
+        engine.dispose()

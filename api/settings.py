@@ -24,8 +24,18 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest accepted dataset file")
     max_dataset_bytes: int = Field(512 * 1024 * 1024, ge=1,
                                    description="largest total size of a dataset's arrays once decompressed")
-    auth_cache_seconds: float = Field(30.0, ge=0, le=3600,
-                                      description="how long a verified key is trusted without a lookup; 0: never")
+    max_json_bytes: int = Field(1024 * 1024, ge=1, description="largest request body of every route but the "
+                                                                "dataset upload")
+    auth_cache_seconds: float = Field(0.5, ge=0, le=1,
+                                      description="how long a verified key is trusted without a database lookup "
+                                                  "(at most 1 s, so a revoked key is refused within 1 s); 0: never")
+    rate_limit_per_second: float = Field(20.0, ge=0, description="requests per second per API key, sustained "
+                                                                 "(token bucket); 0: no limit")
+    rate_limit_burst: int = Field(200, ge=1, description="requests per API key allowed at once above the rate")
+    auth_failures_per_second: float = Field(1.0, ge=0, description="failed authentications per second per client "
+                                                                   "address, sustained; 0: no limit")
+    auth_failures_burst: int = Field(50, ge=1, description="failed authentications per client address allowed "
+                                                           "at once before 429s")
     db_pool_size: int = Field(10, ge=1, le=200, description="database connections kept open")
     ray_address: str | None = Field(None, description="Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
                                                       "unset: start a local one")

@@ -1,11 +1,14 @@
 """Load test: many concurrent clients polling one audit's status.
 
-By default this starts ``auditor serve --no-workers`` on a fresh PostgreSQL database (on
-``AUDITOR_TEST_POSTGRES_URL`` or the local server), creates a key, a dataset and an audit,
-then runs ``--clients`` concurrent clients (asyncio + httpx) for ``--duration`` seconds, each
-reading ``GET /api/v1/audits/{id}`` in a loop. It prints the p50/p99/max latency, the
-request count and the error count. With ``--url`` and ``--api-key`` it targets a running
-server instead. Only loopback addresses are accepted.
+By default this starts the API alone (uvicorn, as ``auditor serve --no-workers
+--no-access-log`` runs it) on a fresh PostgreSQL database (on ``AUDITOR_TEST_POSTGRES_URL`` or
+the local server), with the per-key rate limit raised out of the way, creates a key, a
+dataset and an audit, then runs ``--clients`` concurrent clients (asyncio + httpx) for
+``--duration`` seconds, each reading ``GET /api/v1/audits/{id}`` in a loop. It prints the
+p50/p99/max latency beside the p99 goal (``--goal-ms``, 100), the request count, the error
+count, and the CPU time per request of the server and of the load client (both share the
+machine). With ``--url`` and ``--api-key`` it targets a running server instead (its rate
+limit must allow the load). Only loopback addresses are accepted.
 
     python benchmarks/load_status.py --clients 50 --duration 30
 """
@@ -38,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", help="base URL of a running server (loopback only), e.g. http://127.0.0.1:8000")
     p.add_argument("--api-key", help="API key for --url")
     p.add_argument("--database-url", help="database for the started server (default: a fresh PostgreSQL one)")
+    p.add_argument("--goal-ms", type=float, default=100.0, help="p99 latency goal in ms (default 100)")
+    p.add_argument("--compare", action="store_true",
+                   help="first poll GET /datasets/{id} the same way (a route of the same shape, one row by id, "
+                        "served the old way: a sync route with a request session), then print the p99 ratio")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     if not 1 <= args.clients <= 1000 or not 0 < args.duration <= 600:
@@ -53,12 +60,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _cli(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True,
-                            timeout=120, check=True)
-    return result.stdout
-
-
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a process (Linux ``/proc``), or None where unavailable."""
     try:
@@ -70,26 +71,36 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 @contextmanager
 def started_server(database_url: str, data_dir: str):
-    """Run ``auditor serve --no-workers`` on a free loopback port; yield ``(base_url, key, pid)``."""
+    """Run the API alone on a free loopback port; yield ``(base_url, key, pid)``.
+
+    The schema is created and the key issued as ``auditor keys create`` does; the server is
+    uvicorn with ``api.main:create_app`` as ``auditor serve --no-workers --no-access-log``
+    runs it, with a per-key rate limit far above what the load asks.
+    """
+    from api.serve import issue_key
+    from api.settings import Settings
+
+    key = issue_key(Settings(database_url=database_url), "load-test")
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "auditor.cli", "serve", "--no-workers", "--no-access-log",
-                                "--host", "127.0.0.1", "--port", str(port), "--database-url", database_url,
-                                "--data-dir", data_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "AUDITOR_DATABASE_URL": database_url, "AUDITOR_DATA_DIR": data_dir,
+           "AUDITOR_RATE_LIMIT_PER_SECOND": "1000000", "AUDITOR_RATE_LIMIT_BURST": "1000000"}
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host",
+                                "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                               env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"auditor serve exited with {process.returncode}")
+                raise RuntimeError(f"the API server exited with {process.returncode}")
             try:
                 if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("auditor serve did not come up within 60 s")
+                raise RuntimeError("the API server did not come up within 60 s")
             time.sleep(0.2)
-        key = _cli("keys", "create", "--tenant", "load-test", "--database-url", database_url).splitlines()[-1]
         yield base, key, process.pid
     finally:
         process.terminate()
@@ -100,8 +111,8 @@ def started_server(database_url: str, data_dir: str):
             process.wait()
 
 
-def create_audit(base: str, key: str) -> str:
-    """Upload a small dataset and queue an audit of it; return the audit id."""
+def create_audit(base: str, key: str) -> tuple[str, str]:
+    """Upload a small dataset and queue an audit of it; return ``(audit_id, dataset_id)``."""
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
     np.savez(buffer, x=rng.normal(size=(18, 6)), y=rng.normal(size=18))
@@ -110,7 +121,7 @@ def create_audit(base: str, key: str) -> str:
         upload.raise_for_status()
         audit = c.post("/audits", json={"dataset_id": upload.json()["id"]})
         audit.raise_for_status()
-        return audit.json()["id"]
+        return audit.json()["id"], upload.json()["id"]
 
 
 async def run_load(url: str, key: str, *, clients: int, duration: float, warmup: float) -> dict:
@@ -146,6 +157,27 @@ async def run_load(url: str, key: str, *, clients: int, duration: float, warmup:
             "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}
 
 
+def measure(url: str, key: str, args: argparse.Namespace, server_pid: int | None) -> dict:
+    """One load run against ``url``, with the CPU seconds of the load client and the server."""
+    server_cpu = process_cpu_seconds(server_pid) if server_pid else None
+    client_cpu = time.process_time()
+    result = asyncio.run(run_load(url, key, clients=args.clients, duration=args.duration, warmup=args.warmup))
+    result["client_cpu_s"] = round(time.process_time() - client_cpu, 1)
+    if server_cpu is not None:
+        result["server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 1)
+    return result
+
+
+def add_ratios(result: dict, *, goal_ms: float, warmup: float) -> None:
+    """Add p99 over the goal and CPU milliseconds per request (CPU counted over warm-up too)."""
+    result["goal_ms"] = goal_ms
+    result["p99_over_goal"] = round(result["p99_ms"] / goal_ms, 2)
+    served = max(result["requests_per_s"] * (result["duration_s"] + warmup), 1.0)
+    result["client_cpu_ms_per_request"] = round(1000 * result["client_cpu_s"] / served, 2)
+    if "server_cpu_s" in result:
+        result["server_cpu_ms_per_request"] = round(1000 * result["server_cpu_s"] / served, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server_pid = None
@@ -160,21 +192,30 @@ def main(argv: list[str] | None = None) -> int:
             database_url = args.database_url or stack.enter_context(scratch_postgres(prefix="auditor_load"))
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="auditor-load-"))
             base, key, server_pid = stack.enter_context(started_server(database_url, data_dir))
-        audit_id = create_audit(base, key)
-        server_cpu = process_cpu_seconds(server_pid) if server_pid else None
-        client_cpu = time.process_time()
-        result = asyncio.run(run_load(f"{base}/api/v1/audits/{audit_id}", key, clients=args.clients,
-                                      duration=args.duration, warmup=args.warmup))
-        result["client_cpu_s"] = round(time.process_time() - client_cpu, 1)
-        if server_cpu is not None:
-            result["server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 1)
+        audit_id, dataset_id = create_audit(base, key)
+        reference = None
+        if args.compare:
+            reference = measure(f"{base}/api/v1/datasets/{dataset_id}", key, args, server_pid)
+        result = measure(f"{base}/api/v1/audits/{audit_id}", key, args, server_pid)
+    add_ratios(result, goal_ms=args.goal_ms, warmup=args.warmup)
+    if reference is not None:
+        add_ratios(reference, goal_ms=args.goal_ms, warmup=args.warmup)
+        result["reference_sync_route"] = reference
+        result["p99_ratio_status_over_sync_route"] = round(result["p99_ms"] / max(reference["p99_ms"], 1e-9), 2)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{result['clients']} clients x {result['duration_s']:g} s: {result['requests']} requests "
-              f"({result['requests_per_s']}/s), {result['errors']} errors; latency p50 {result['p50_ms']} ms, "
-              f"p99 {result['p99_ms']} ms, max {result['max_ms']} ms; CPU seconds: load client "
-              f"{result['client_cpu_s']}, server {result.get('server_cpu_s', 'n/a')} (on {os.cpu_count()} CPUs)")
+        return 0 if result["errors"] == 0 else 1
+    if reference is not None:
+        print(f"reference, GET /datasets/{{id}} (sync route, request session): p50 {reference['p50_ms']} ms, "
+              f"p99 {reference['p99_ms']} ms, {reference['requests_per_s']}/s; CPU ms per request: server "
+              f"{reference.get('server_cpu_ms_per_request', 'n/a')}, load client "
+              f"{reference['client_cpu_ms_per_request']}")
+        print(f"status route p99 / reference p99: {result['p99_ratio_status_over_sync_route']}")
+    print(f"{result['clients']} clients x {result['duration_s']:g} s: {result['requests']} requests "
+          f"({result['requests_per_s']}/s), {result['errors']} errors; latency p50 {result['p50_ms']} ms, "
+          f"p99 {result['p99_ms']} ms (goal {args.goal_ms:g} ms: p99/goal {result['p99_over_goal']}), "
+          f"max {result['max_ms']} ms; CPU ms per request: server {result.get('server_cpu_ms_per_request', 'n/a')}"
+          f", load client {result['client_cpu_ms_per_request']} (on {os.cpu_count()} CPUs)")
     return 0 if result["errors"] == 0 else 1
 
 

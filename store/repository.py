@@ -12,9 +12,9 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -108,6 +108,31 @@ def add_api_key(session: Session, tenant_id: str, key_id: str, secret_sha256: st
 def get_api_key(session: Session, key_id: str) -> ApiKey | None:
     """An unrevoked key by id."""
     return session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+
+
+def is_key_id(value: str) -> bool:
+    """Whether ``value`` has the form of an API key id (16 hex digits)."""
+    return len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
+def list_api_keys(session: Session, tenant_id: str, *, limit: int = 50,
+                  cursor: str | None = None) -> Page[ApiKey]:
+    """The tenant's keys, revoked ones included, newest first."""
+    return _paginate(session, select(ApiKey).where(ApiKey.tenant_id == tenant_id), ApiKey, limit, cursor,
+                     id_ok=is_key_id)
+
+
+def revoke_api_key(session: Session, key_id: str, *, tenant_id: str | None = None) -> ApiKey | None:
+    """Revoke a key (of ``tenant_id`` only, when given); revoking a revoked key keeps its time.
+
+    Returns the key, or None if there is no such key (for that tenant).
+    """
+    begin_write(session)
+    scope = [ApiKey.id == key_id] + ([ApiKey.tenant_id == tenant_id] if tenant_id is not None else [])
+    session.execute(update(ApiKey).where(*scope, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    key = session.scalar(select(ApiKey).where(*scope).execution_options(populate_existing=True))
+    session.commit()
+    return key
 
 
 # --- datasets ---------------------------------------------------------------------------
@@ -509,10 +534,11 @@ def _insert_ignore(session: Session, model):
 
 # --- pagination --------------------------------------------------------------------------------
 
-def _paginate(session: Session, stmt: Select, model, limit: int, cursor: str | None) -> Page:
+def _paginate(session: Session, stmt: Select, model, limit: int, cursor: str | None, *,
+              id_ok: Callable[[str], bool] = is_id) -> Page:
     limit = max(1, min(int(limit), MAX_PAGE))
     if cursor:
-        created_at, last_id = decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor, id_ok=id_ok)
         stmt = stmt.where(or_(model.created_at < created_at,
                               and_(model.created_at == created_at, model.id < last_id)))
     rows = list(session.scalars(stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
@@ -527,14 +553,19 @@ def encode_cursor(created_at: datetime, last_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of :func:`encode_cursor`; raises :class:`InvalidCursor`."""
+def decode_cursor(cursor: str, *, id_ok: Callable[[str], bool] = is_id) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_cursor`; raises :class:`InvalidCursor` for anything else.
+
+    The time comes back in UTC: a well-formed time that cannot be converted (such as
+    ``0001-01-01T00:00:00+23:59``, before year 1 in UTC) is invalid too.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, last_id = json.loads(raw)
         stamp = datetime.fromisoformat(created)
-        if not isinstance(last_id, str) or not is_id(last_id) or stamp.tzinfo is None:
+        if not isinstance(last_id, str) or not id_ok(last_id) or stamp.tzinfo is None:
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        stamp = stamp.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("invalid cursor; pass next_cursor from a previous page") from None
     return stamp, last_id

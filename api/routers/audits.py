@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep
+from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep, read_in_thread
 from api.errors import responses
 from api.routers import PREFIX
 from api.schemas import AuditCreate, AuditOut, AuditPage, AuditStatus
@@ -66,9 +66,13 @@ def list_audits(principal: CurrentPrincipal, session: SessionDep, status: AuditS
 
 
 @router.get("/{audit_id}", operation_id="get_audit", response_model=AuditOut, responses=responses(401, 404, 422))
-def get_audit(audit_id: IdPath, principal: CurrentPrincipal, session: SessionDep) -> AuditOut:
+async def get_audit(audit_id: IdPath, principal: CurrentPrincipal, request: Request) -> AuditOut:
     """An audit's status and progress."""
-    return AuditOut.model_validate(audit_or_404(session, principal.tenant_id, audit_id))
+    return await read_in_thread(request, _audit_out, principal.tenant_id, audit_id)
+
+
+def _audit_out(session, tenant_id: str, audit_id: str) -> AuditOut:
+    return AuditOut.model_validate(audit_or_404(session, tenant_id, audit_id))
 
 
 @router.get("/{audit_id}/report", operation_id="get_audit_report",

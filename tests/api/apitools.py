@@ -11,7 +11,7 @@ MAX_UPLOAD = 256 * 1024  # upload limit of the test servers
 MAX_EXPANDED = 4 * 1024 * 1024  # their limit on decompressed arrays
 OPERATIONS = ("get_health", "get_metrics", "create_dataset", "list_datasets", "get_dataset", "create_audit",
               "list_audits", "get_audit", "get_audit_report", "get_audit_cleaned", "cancel_audit", "create_scan",
-              "list_scans", "get_scan", "get_scan_report")
+              "list_scans", "get_scan", "get_scan_report", "list_keys", "revoke_key")
 
 
 def npz_bytes(**arrays) -> bytes:

@@ -9,7 +9,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,19 @@ def backend(request, tmp_path_factory) -> Iterator[Backend]:
         app = create_app(settings)
         with LiveServer(app) as server:
             yield Backend(request.param, url, server.base_url, settings.data_dir, app.state.sessionmaker)
+
+
+@pytest.fixture
+def serve(backend) -> Iterator[Callable[..., tuple[str, object]]]:
+    """Start more servers on the backend's database: ``serve(**settings) -> (base_url, app)``."""
+    with ExitStack() as stack:
+        def start(**overrides) -> tuple[str, object]:
+            settings = Settings(**{"database_url": backend.database_url, "data_dir": backend.data_dir,
+                                   "max_upload_bytes": MAX_UPLOAD, "max_dataset_bytes": MAX_EXPANDED, **overrides})
+            app = create_app(settings)
+            return stack.enter_context(LiveServer(app)).base_url, app
+
+        yield start
 
 
 @pytest.fixture
