@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
@@ -29,6 +30,21 @@ def test_keys_create_prints_a_working_key_on_its_last_line(backend):
     with backend.client(second.stdout.strip().splitlines()[-1]) as client:
         assert len(client.get("/datasets").json()["items"]) >= 1  # same tenant, same datasets
     assert auditor("keys", "create", "--tenant", " ", "--database-url", backend.database_url).returncode == 2
+
+
+def test_keys_revoke_refuses_the_key_within_a_second(backend):
+    key = auditor("keys", "create", "--tenant", "cli-revoke", "--database-url", backend.database_url
+                  ).stdout.strip().splitlines()[-1]
+    with backend.client(key) as client:
+        assert client.get("/datasets").status_code == 200
+    key_id = key.split("_")[1]
+    result = auditor("keys", "revoke", key_id, "--database-url", backend.database_url)
+    assert result.returncode == 0 and key_id in result.stdout, result.stderr
+    time.sleep(1.0)                                   # the servers trust a verified key for at most 1 s
+    with backend.client(key) as client:
+        assert client.get("/datasets").status_code == 401
+    unknown = auditor("keys", "revoke", "0123456789abcdef", "--database-url", backend.database_url)
+    assert unknown.returncode == 2 and "no API key" in unknown.stderr
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
