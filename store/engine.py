@@ -124,3 +124,16 @@ def begin_write(session: Session) -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose objects stay readable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """A session factory for requests that only read, one statement each.
+
+    On PostgreSQL its connections run in autocommit: a single SELECT is its own transaction,
+    so a read costs one round trip instead of three (BEGIN, the query, and the ROLLBACK when
+    the session closes). SQLite has no round trips to save and keeps its own transaction
+    handling (see :func:`make_engine`). Never write through these sessions.
+    """
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return make_sessionmaker(engine)
