@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from api.schemas import ErrorOut
 from auditor.data import DatasetError
-from store.repository import Conflict, InvalidCursor, NotFound
+from store.repository import Conflict, InvalidCursor, NotFound, QuotaExceeded
 
 DESCRIPTIONS = {
     400: "Malformed request: a cursor this API did not issue, or an unreadable multipart body",
@@ -17,6 +17,7 @@ DESCRIPTIONS = {
     409: "Conflicts with the object's state or an earlier request with the same Idempotency-Key",
     413: "Upload over the size limit",
     422: "Invalid request: the detail names each invalid field",
+    429: "Over the tenant's quota of queued audits or of their cost; retry after Retry-After seconds",
 }
 
 
@@ -56,6 +57,12 @@ async def _cursor(_request: Request, exc: InvalidCursor) -> JSONResponse:
     return _error(400, str(exc))
 
 
+async def _quota(_request: Request, exc: QuotaExceeded) -> JSONResponse:
+    response = _error(429, str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def install_handlers(app: FastAPI) -> None:
     """Map validation and domain errors to 4xx JSON responses."""
     app.add_exception_handler(RequestValidationError, _validation)
@@ -63,3 +70,4 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(InvalidCursor, _cursor)
+    app.add_exception_handler(QuotaExceeded, _quota)

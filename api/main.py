@@ -14,6 +14,7 @@ from api.metrics import Metrics
 from api.middleware import BodySizeLimit, MetricsMiddleware
 from api.routers import PREFIX, audits, datasets, health, scans
 from api.settings import Settings
+from store.blobs import ensure_private_dir
 from store.engine import make_engine, make_sessionmaker
 
 MULTIPART_SLACK = 64 * 1024  # room for multipart headers around an upload at the size limit
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(settings.data_dir)
         yield
         engine.dispose()
 
