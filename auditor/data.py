@@ -168,8 +168,9 @@ def read_arrays(data: bytes, *, allowance: int, max_array_bytes: int | None = No
     """The arrays of a ``.npz`` archive, reading at most ``allowance`` bytes of array data.
 
     Every member must be an ``.npy`` file named for a known array. Its header is read
-    first; the array is read only if its declared size fits what is left of the
-    allowance, with reads bounded by that size (the sizes the zip declares are not trusted).
+    first; the array is read only if its declared size (counted as the audit converts it,
+    see :func:`_charge`) fits what is left of the allowance, with reads bounded by that
+    size (the sizes the zip declares are not trusted).
 
     Raises
     ------
@@ -188,7 +189,7 @@ def read_arrays(data: bytes, *, allowance: int, max_array_bytes: int | None = No
             for info, name in zip(members, names):
                 with archive.open(info) as member:
                     array = _read_member(member, name, left, allowance, max_array_bytes, max_expansion_ratio)
-                left -= array.nbytes
+                left -= _charge(name, array.shape, array.dtype)
                 arrays[name] = array
     except DatasetError:
         raise
@@ -231,7 +232,7 @@ def _read_member(member, name: str, left: int, allowance: int, max_array_bytes: 
     if any(d < 0 for d in shape):
         raise DatasetError(f"unreadable .npz: {name}.npy declares a negative dimension in shape {shape}")
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > left:
+    if _charge(name, shape, dtype) > left:
         raise DatasetTooLarge(_too_large(name, shape, dtype, allowance, max_array_bytes, max_expansion_ratio))
     array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
     raw = array.reshape(-1, order="A").view(np.uint8) if nbytes else None   # the array's own memory
@@ -245,6 +246,14 @@ def _read_member(member, name: str, left: int, allowance: int, max_array_bytes: 
     if member.read(1):
         raise DatasetError(f"unreadable .npz: {name}.npy holds more data than its header declares")
     return array
+
+
+def _charge(name: str, shape: tuple, dtype: np.dtype) -> int:
+    """Bytes an array counts against the allowance: its size once converted for the audit
+    (8 bytes an element: float64 sequences and labels, int64 classes), or as stored if
+    larger; ``is_poison`` as stored."""
+    itemsize = dtype.itemsize if name == "is_poison" else max(dtype.itemsize, 8)
+    return math.prod(shape) * itemsize
 
 
 def _too_large(name: str, shape: tuple, dtype: np.dtype, allowance: int, max_array_bytes: int | None,

@@ -197,3 +197,10 @@ def test_auditable_sets_pass():
     check_auditable(validate_arrays({"x": np.ones((3, 2)), "y": np.ones(3)}))      # label-free: the rank
     check_auditable(validate_arrays({"x": np.ones((4, 6)), "y": np.array([0, 0, 1, 2]), "x_val": np.ones((2, 6)),
                                      "y_val": np.array([1, 2])}))
+
+
+def test_narrow_dtypes_count_at_the_size_the_audit_converts_them_to():
+    data = _npz(x=np.zeros((1000, 100), dtype=np.int8), y=np.zeros(1000))   # 100 KB stored, 800 KB as float64
+    with pytest.raises(DatasetTooLarge):
+        parse_dataset(data, max_array_bytes=500_000)
+    assert parse_dataset(data, max_array_bytes=900_000).x.dtype == np.float64
