@@ -205,8 +205,6 @@ def test_an_audit_over_the_cost_limit_is_422(backend, key, api, dataset_id):
 @pytest.fixture(scope="module")
 def strict(backend):
     """A second server on the same database with small quotas and a GPU on offer."""
-    from conftest import Backend, LiveServer
-
     from api.main import create_app
     from api.settings import Settings
     from apitools import MAX_EXPANDED, MAX_UPLOAD
@@ -215,8 +213,10 @@ def strict(backend):
                         max_dataset_bytes=MAX_EXPANDED, max_queued_audits_per_tenant=3,
                         max_tenant_trial_steps=2 * COST_OF_DEFAULT, allowed_devices="cpu, cuda:0")
     app = create_app(settings)
-    with LiveServer(app) as server:
-        yield Backend(backend.name, backend.database_url, server.base_url, backend.data_dir, app.state.sessionmaker)
+    live_server = type(backend).new_key.__globals__["LiveServer"]      # from this directory's conftest
+    with live_server(app) as server:
+        yield type(backend)(backend.name, backend.database_url, server.base_url, backend.data_dir,
+                            app.state.sessionmaker)
 
 
 COST_OF_DEFAULT = (160 + 3 * 8) * 50_000      # the default config on the 12 examples of valid_npz
