@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.schemas import ErrorOut
 from auditor.data import DatasetError
-from store.repository import Conflict, InvalidCursor, NotFound
+from store.repository import Conflict, InvalidCursor, NotFound, QuotaExceeded
 
 DESCRIPTIONS = {
     400: "Malformed request: a cursor this API did not issue, or an unreadable multipart body",
@@ -22,7 +22,8 @@ DESCRIPTIONS = {
     409: "Conflicts with the object's state or an earlier request with the same Idempotency-Key",
     413: "Request body or upload over the size limit",
     422: "Invalid request: the detail names each invalid field",
-    429: "Rate limit exceeded; retry after the seconds in the Retry-After header",
+    429: ("Over a rate limit, or over the tenant's quota of queued audits or of their cost; retry after the "
+          "seconds in the Retry-After header"),
     503: "The database is unavailable; retry after the seconds in the Retry-After header",
 }
 
@@ -77,6 +78,12 @@ def edge_responses(*, keyed: bool) -> dict[int | str, dict]:
     return {**responses(401, 429, 503), **internal} if keyed else internal
 
 
+async def _quota(_request: Request, exc: QuotaExceeded) -> JSONResponse:
+    response = _error(429, str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def install_handlers(app: FastAPI) -> None:
     """Map validation and domain errors to 4xx JSON responses."""
     app.add_exception_handler(RequestValidationError, _validation)
@@ -84,3 +91,4 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(InvalidCursor, _cursor)
+    app.add_exception_handler(QuotaExceeded, _quota)

@@ -21,6 +21,7 @@ from api.metrics import Metrics
 from api.middleware import EdgeGuard, ErrorBoundary, MetricsMiddleware, SecurityHeaders, TokenBuckets
 from api.routers import PREFIX, audits, datasets, health, keys, scans
 from api.settings import Settings
+from store.blobs import ensure_private_dir
 from store.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 
 CLOSE_THREADS = 4  # threads that return connections to the pool, apart from the main thread pool
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(settings.data_dir)
         # What exists once the app is built lives as long as the server: keep it out of the
         # collector's scans, and collect the young generation less often (every 20 000 new
         # objects, not 700). A request makes a few thousand short-lived objects, so at the

@@ -36,6 +36,19 @@ class Settings(BaseSettings):
                                                                    "address, sustained; 0: no limit")
     auth_failures_burst: int = Field(50, ge=1, description="failed authentications per client address allowed "
                                                            "at once before 429s")
+    max_expansion_ratio: float = Field(100.0, ge=1,
+                                       description="largest ratio of a dataset's decompressed arrays to its file "
+                                                   "size (1 MiB of arrays is always allowed)")
+    allowed_devices: str = Field("cpu", pattern=r"^\s*(cpu|cuda(:\d+)?)(\s*,\s*(cpu|cuda(:\d+)?))*\s*$",
+                                 description="comma-separated devices an audit's config may name")
+    max_running_audits_per_tenant: int = Field(1, ge=1, le=1000,
+                                               description="running audits of one tenant, over every dispatcher")
+    max_queued_audits_per_tenant: int = Field(100, ge=1, description="queued audits one tenant may have")
+    max_audit_trial_steps: int = Field(1_000_000_000, ge=1,
+                                       description="most trials x max_steps one audit may cost")
+    max_tenant_trial_steps: int = Field(10_000_000_000, ge=1,
+                                        description="most trials x max_steps over one tenant's queued and running "
+                                                    "audits")
     db_pool_size: int = Field(10, ge=1, le=200, description="database connections kept open")
     ray_address: str | None = Field(None, description="Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT); "
                                                       "unset: start a local one")
@@ -44,3 +57,8 @@ class Settings(BaseSettings):
     retrainer_gpus: float = Field(0.0, ge=0, description="GPUs per retrainer actor (0: CPU actors)")
     heartbeat_seconds: float = Field(2.0, gt=0, le=60, description="how often a running audit reports alive")
     stale_after_seconds: float = Field(30.0, gt=0, description="requeue a running audit silent this long")
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices of :attr:`allowed_devices`, in order."""
+        return tuple(d.strip() for d in self.allowed_devices.split(",") if d.strip())

@@ -47,3 +47,21 @@ class AuditConfig(BaseModel):
     # fitting threshold after 150 000 steps (error 0.18-0.53): there the cap is what stops them
     max_steps: int = Field(50_000, ge=10, le=1_000_000, description="cap on optimizer steps per model")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+
+
+def planned_trials(config: AuditConfig, *, n: int, task: str) -> int:
+    """The most trials an audit of ``n`` examples (``task`` regression or classification) trains.
+
+    Its resolved search budget (:func:`auditor.strategies.resolve`) plus the confirmation
+    round's three arms over ``confirm_seeds`` seeds; the extra confirmation seeds are paid
+    for by the search's unused budget.
+    """
+    from auditor.strategies import resolve
+
+    _, budget = resolve(config.strategy, n=n, budget=config.budget, task=task)
+    return budget + 3 * config.confirm_seeds
+
+
+def trial_steps(config: AuditConfig, *, n: int, task: str) -> int:
+    """An audit's cost: :func:`planned_trials` times ``max_steps``, the most optimizer steps it runs."""
+    return planned_trials(config, n=n, task=task) * config.max_steps

@@ -10,13 +10,20 @@ The dataset contract (DESIGN.md) is a ``.npz`` archive without pickled objects:
 
 Every check raises :class:`DatasetError` with one line that says what is wrong, so the
 CLI and the API can report it without a traceback.
+
+Reading is bounded: each member's ``.npy`` header is read first and its declared shape and
+dtype are checked against what the limits still allow before any array data is read, and
+members are read with bounded reads, so neither a crafted header nor a compression bomb
+(nor a zip that lies about its sizes) costs more memory than the limits allow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +37,10 @@ KNOWN = REQUIRED + OPTIONAL
 
 class DatasetError(ValueError):
     """The file is not a valid audit dataset; the message says why, in one line."""
+
+
+class DatasetTooLarge(DatasetError):
+    """The arrays would take more memory than the limits allow (decompressed size or ratio)."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +107,13 @@ def sha256_bytes(data: bytes) -> str:
 
 
 DEFAULT_MAX_ARRAY_BYTES = 1 << 30     # 1 GiB of decompressed arrays
+MIN_RATIO_ALLOWANCE = 1 << 20         # a file may always expand to 1 MiB, whatever its ratio
+NPY_SUFFIX = ".npy"
 
 
 def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None = None,
-                 max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> Dataset:
+                 max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+                 max_expansion_ratio: float | None = None) -> Dataset:
     """Read and validate a dataset from a path, raw bytes or a binary file object.
 
     Parameters
@@ -110,11 +124,15 @@ def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None
     max_array_bytes : int
         Refuse archives whose arrays take more than this many bytes once decompressed
         (a small compressed file can expand enormously).
+    max_expansion_ratio : float, optional
+        Refuse archives whose arrays take more than this many times the file's size
+        (at least :data:`MIN_RATIO_ALLOWANCE` bytes are always allowed); None: no ratio cap.
 
     Raises
     ------
     DatasetError
-        With a one-line message naming what is wrong.
+        With a one-line message naming what is wrong (:class:`DatasetTooLarge` for the
+        size limits).
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -126,35 +144,128 @@ def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None
     else:
         data = source.read()
     if max_bytes is not None and len(data) > max_bytes:
-        raise DatasetError(f"file is {len(data)} bytes, over the limit of {max_bytes}")
-    return parse_dataset(data, max_array_bytes=max_array_bytes)
+        raise DatasetTooLarge(f"file is {len(data)} bytes, over the limit of {max_bytes}")
+    return parse_dataset(data, max_array_bytes=max_array_bytes, max_expansion_ratio=max_expansion_ratio)
 
 
-def parse_dataset(data: bytes, *, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> Dataset:
+def parse_dataset(data: bytes, *, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+                  max_expansion_ratio: float | None = None) -> Dataset:
     """Validate the bytes of a ``.npz`` file; see :func:`load_dataset`."""
     if not data:
         raise DatasetError("file is empty")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DatasetError("not an .npz archive (expected a zip of .npy arrays)")
+    allowance = max_array_bytes
+    if max_expansion_ratio is not None:
+        allowance = min(allowance, max(MIN_RATIO_ALLOWANCE, int(max_expansion_ratio * len(data))))
+    arrays = read_arrays(data, allowance=allowance, max_array_bytes=max_array_bytes,
+                         max_expansion_ratio=max_expansion_ratio)
+    return validate_arrays(arrays, sha256=sha256_bytes(data))
+
+
+def read_arrays(data: bytes, *, allowance: int, max_array_bytes: int | None = None,
+                max_expansion_ratio: float | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` archive, reading at most ``allowance`` bytes of array data.
+
+    Every member must be an ``.npy`` file named for a known array. Its header is read
+    first; the array is read only if its declared size (counted as the audit converts it,
+    see :func:`_charge`) fits what is left of the allowance, with reads bounded by that
+    size (the sizes the zip declares are not trusted).
+
+    Raises
+    ------
+    DatasetTooLarge
+        The arrays would take more than ``allowance`` bytes.
+    DatasetError
+        Any other problem, in one line.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    left = allowance
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"unreadable .npz: {exc}") from None
-    if expanded > max_array_bytes:
-        raise DatasetError(f"arrays take {expanded} bytes decompressed, over the limit of {max_array_bytes}")
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            for name in npz.files:
-                arrays[name] = npz[name]
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DatasetError("archive holds pickled objects, which are refused") from None
-        raise DatasetError(f"unreadable .npz: {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetError(f"unreadable .npz: {exc}") from None
-    return validate_arrays(arrays, sha256=sha256_bytes(data))
+            members = archive.infolist()
+            names = [_array_name(info.filename) for info in members]
+            _check_names(names)
+            for info, name in zip(members, names):
+                with archive.open(info) as member:
+                    array = _read_member(member, name, left, allowance, max_array_bytes, max_expansion_ratio)
+                left -= _charge(name, array.shape, array.dtype)
+                arrays[name] = array
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+            ValueError, zlib.error) as exc:
+        raise DatasetError(f"unreadable .npz: {_one_line(exc)}") from None
+    return arrays
+
+
+def _array_name(filename: str) -> str:
+    if not filename.endswith(NPY_SUFFIX) or len(filename) == len(NPY_SUFFIX):
+        raise DatasetError(f"archive member {filename[:100]!r} is not an .npy array")
+    return filename[:-len(NPY_SUFFIX)]
+
+
+def _check_names(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(KNOWN))
+    if unknown:
+        shown = ", ".join(name[:100] for name in unknown[:5])
+        raise DatasetError(f"unknown array(s): {shown}; allowed: {', '.join(KNOWN)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"array(s) stored more than once: {', '.join(repeated)}")
+
+
+def _read_member(member, name: str, left: int, allowance: int, max_array_bytes: int | None,
+                 max_expansion_ratio: float | None) -> np.ndarray:
+    """One ``.npy`` member: header first, then exactly the declared bytes, if they fit."""
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(member)
+    else:
+        raise DatasetError(f"unreadable .npz: {name}.npy has unsupported .npy format version "
+                           f"{version[0]}.{version[1]}")
+    if dtype.hasobject:
+        raise DatasetError("archive holds pickled objects, which are refused")
+    if any(d < 0 for d in shape):
+        raise DatasetError(f"unreadable .npz: {name}.npy declares a negative dimension in shape {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if _charge(name, shape, dtype) > left:
+        raise DatasetTooLarge(_too_large(name, shape, dtype, allowance, max_array_bytes, max_expansion_ratio))
+    array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    raw = array.reshape(-1, order="A").view(np.uint8) if nbytes else None   # the array's own memory
+    done = 0
+    while done < nbytes:
+        chunk = member.read(min(nbytes - done, 1 << 24))
+        if not chunk:
+            raise DatasetError(f"unreadable .npz: {name}.npy is truncated (holds {done} of {nbytes} bytes)")
+        raw[done:done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        done += len(chunk)
+    if member.read(1):
+        raise DatasetError(f"unreadable .npz: {name}.npy holds more data than its header declares")
+    return array
+
+
+def _charge(name: str, shape: tuple, dtype: np.dtype) -> int:
+    """Bytes an array counts against the allowance: its size once converted for the audit
+    (8 bytes an element: float64 sequences and labels, int64 classes), or as stored if
+    larger; ``is_poison`` as stored."""
+    itemsize = dtype.itemsize if name == "is_poison" else max(dtype.itemsize, 8)
+    return math.prod(shape) * itemsize
+
+
+def _too_large(name: str, shape: tuple, dtype: np.dtype, allowance: int, max_array_bytes: int | None,
+               max_expansion_ratio: float | None) -> str:
+    what = f"arrays take more than {allowance} bytes decompressed ({name} declares shape {shape} of {dtype})"
+    if max_array_bytes is not None and allowance >= max_array_bytes:
+        return f"{what}, over the limit of {max_array_bytes}"
+    return f"{what}, over the limit of {max_expansion_ratio:g} times the file's size"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def validate_arrays(arrays: dict[str, np.ndarray], *, sha256: str = "") -> Dataset:
@@ -199,6 +310,42 @@ def validate_arrays(arrays: dict[str, np.ndarray], *, sha256: str = "") -> Datas
     return Dataset(x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison, sha256=sha256)
 
 
+MIN_EXAMPLES = 3        # the strategies need a base, a removed example and a control
+MIN_LENGTH = 2          # the gamma0 screen reads the input at position k - 1
+MAX_CLASSES = 1000
+
+
+def check_auditable(dataset: Dataset) -> None:
+    """Raise :class:`DatasetError` unless an audit can run on ``dataset``.
+
+    A valid file is not always auditable: the audit trains single-channel students
+    (x (n, k)); regression needs one output per example (y (n,)); a classification audit
+    scores its models on a trusted split (``x_val``, ``y_val``) of the training length,
+    with labels 0..C-1, C <= :data:`MAX_CLASSES`; every audit needs at least
+    :data:`MIN_EXAMPLES` examples of length at least :data:`MIN_LENGTH`. A regression set
+    without a reference set is audited by the effective rank of A.
+    """
+    if dataset.x.ndim != 2:
+        raise DatasetError(f"the audit supports single-channel sequences x (n, k); got x of shape {dataset.x.shape}")
+    if dataset.n < MIN_EXAMPLES:
+        raise DatasetError(f"the audit needs at least {MIN_EXAMPLES} training sequences; got {dataset.n}")
+    if dataset.length < MIN_LENGTH:
+        raise DatasetError(f"the audit needs sequences of length at least {MIN_LENGTH}; got {dataset.length}")
+    if dataset.task == "regression":
+        if dataset.y.ndim != 1:
+            raise DatasetError(f"the audit supports one regression output per sequence, y ({dataset.n},); "
+                               f"got y of shape {dataset.y.shape}")
+        return
+    if dataset.x_val is None:
+        raise DatasetError("a classification audit needs a trusted reference split (x_val, y_val)")
+    if dataset.x_val.shape[1] != dataset.length:
+        raise DatasetError(f"x_val has length {dataset.x_val.shape[1]}, x has {dataset.length}; "
+                           "a classification audit needs equal lengths")
+    classes = int(max(dataset.y.max(), dataset.y_val.max())) + 1
+    if classes > MAX_CLASSES:
+        raise DatasetError(f"{classes} classes: labels must be 0..C-1 with C <= {MAX_CLASSES}")
+
+
 def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None) -> str:
     """Write a dataset in the contract format; return its sha256."""
     arrays = {"x": np.asarray(x), "y": np.asarray(y)}
@@ -222,7 +369,7 @@ def _float_array(raw: np.ndarray, name: str, *, ndims: tuple[int, ...]) -> np.nd
     if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
         raise DatasetError(f"{name} must be numeric, got dtype {raw.dtype}")
     with np.errstate(over="ignore", invalid="ignore"):
-        out = raw.astype(np.float64)
+        out = raw.astype(np.float64, copy=False)
     if not np.isfinite(out).all():
         raise DatasetError(f"{name} contains NaN or infinite values")
     return out

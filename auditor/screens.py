@@ -289,7 +289,8 @@ def run_screens(*, spec: SSMSpec, x, y, x_val, y_val, config: TrainConfig, seed:
 
     Returns
     -------
-    dict name -> array (n,), higher = more suspicious.
+    dict name -> array (n,), higher = more suspicious; ``gradient_similarity`` only when a
+    trusted set (``x_val``, ``y_val``) is given.
     """
     n = len(np.asarray(y))
     ones = np.ones((1, n))
@@ -301,12 +302,14 @@ def run_screens(*, spec: SSMSpec, x, y, x_val, y_val, config: TrainConfig, seed:
     snaps = result.trajectory + [result.params]
     keep = np.unique(np.linspace(0, len(snaps) - 1, checkpoints).round().astype(int))
     trajectory = [snaps[i] for i in keep]
-    return {
+    scores = {
         "gamma0": gamma0_scores(trajectory=trajectory, x=x, y=y),
         "trace_push": trace_push_scores(trajectory=trajectory, x=x, y=y),
-        "gradient_similarity": gradient_similarity_scores(trajectory=trajectory, x=x, y=y,
-                                                          x_val=x_val, y_val=y_val),
         "loss_trajectory": loss_trajectory_scores(trajectory=trajectory, x=x, y=y),
         "spectral": spectral_signature_scores(params=result.params, x=x, y=y),
         "isolation_forest": isolation_forest_scores(x=x, seed=seed),
     }
+    if x_val is not None:                       # gradient similarity needs the trusted set
+        scores["gradient_similarity"] = gradient_similarity_scores(trajectory=trajectory, x=x, y=y,
+                                                                   x_val=x_val, y_val=y_val)
+    return {name: scores[name] for name in SCREENS if name in scores}

@@ -15,17 +15,30 @@ def blob_path(data_dir: str | Path, sha256: str) -> Path:
     return Path(data_dir).resolve() / "blobs" / sha256[:2] / f"{sha256}.npz"
 
 
+def ensure_private_dir(path: str | Path) -> Path:
+    """Create the directory ``path`` (and missing parents) with mode 0700 if it is missing;
+    an existing one is left as it is."""
+    path = Path(path)
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)                   # mkdir's mode is masked by the umask
+    return path
+
+
 def put_blob(data_dir: str | Path, sha256: str, data: bytes) -> tuple[str, bool]:
     """Store ``data`` under its hash, atomically; return ``(uri, created)``.
 
-    ``created`` is False when an identical file was already there.
+    ``created`` is False when an identical file was already there. Directories it creates
+    are 0700 and the file is 0600: datasets are readable by the service's user alone.
     """
     path = blob_path(data_dir, sha256)
     if path.is_file():
         return path.as_uri(), False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for directory in (Path(data_dir), path.parent.parent, path.parent):
+        ensure_private_dir(directory)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

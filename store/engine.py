@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def make_engine(url: str | URL = DEFAULT_DATABASE_URL, *, pool_size: int = 10, e
     opened by :func:`begin_write` start with ``BEGIN IMMEDIATE``, taking the write lock up
     front, so their reads followed by writes never fail on a lock upgrade under
     concurrency; other transactions are deferred and read concurrently. The parent
-    directory of a SQLite file is created if missing.
+    directory of a SQLite file is created if missing (mode 0700), and the file itself
+    (mode 0600: the database holds the tenants' key hashes and reports).
 
     Parameters
     ----------
@@ -84,12 +86,25 @@ def make_engine(url: str | URL = DEFAULT_DATABASE_URL, *, pool_size: int = 10, e
     database = parsed.database
     pool = {}
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(Path(database).expanduser())
         pool = {"pool_size": pool_size, "max_overflow": pool_size}
     engine = create_engine(parsed, echo=echo, json_serializer=json_dumps, **pool,
                            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     _install_sqlite_pragmas(engine)
     return engine
+
+
+def create_private_file(path: Path) -> None:
+    """Create the file ``path`` readable by its owner alone (0600) if it is missing, and its
+    missing parent directory likewise (0700). Existing files and directories are left as
+    they are. SQLite creates its ``-wal`` and ``-shm`` files with the database's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _install_sqlite_pragmas(engine: Engine) -> None:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from store.engine import begin_write
 from store.models import (
@@ -56,6 +56,39 @@ class Conflict(Exception):
 
 class InvalidCursor(ValueError):
     """A pagination cursor that this service did not issue."""
+
+
+class QuotaExceeded(Exception):
+    """Queuing more audits would put the tenant over a quota; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+AuditCost = Callable[[dict[str, Any], int, str], int]     # (config, n, task) -> cost of one audit
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per-tenant limits checked, in the submitting transaction, before audits are queued.
+
+    Attributes
+    ----------
+    max_queued : int or None
+        Most queued audits a tenant may have.
+    max_cost : int or None
+        Most total ``cost`` over a tenant's queued and running audits.
+    cost : callable or None
+        ``(config, n, task) -> int``: the cost of one audit of a dataset of ``n`` examples.
+    retry_after : int
+        Seconds a refused client is told to wait (the ``Retry-After`` header).
+    """
+
+    max_queued: int | None = None
+    max_cost: int | None = None
+    cost: AuditCost | None = None
+    retry_after: int = 60
 
 
 @dataclass(frozen=True)
@@ -158,6 +191,12 @@ def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset | 
     return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
 
 
+def get_datasets(session: Session, tenant_id: str, dataset_ids: Iterable[str]) -> list[Dataset]:
+    """The tenant's datasets among ``dataset_ids`` (unknown ids and other tenants' are left out)."""
+    return list(session.scalars(select(Dataset).where(Dataset.tenant_id == tenant_id,
+                                                      Dataset.id.in_(set(dataset_ids)))))
+
+
 def list_datasets(session: Session, tenant_id: str, *, limit: int = 50, cursor: str | None = None) -> Page[Dataset]:
     """The tenant's datasets, newest first."""
     return _paginate(session, select(Dataset).where(Dataset.tenant_id == tenant_id), Dataset, limit, cursor)
@@ -178,12 +217,14 @@ def request_fingerprint(dataset_id: str, config: dict[str, Any], scan_id: str | 
 
 
 def create_audit(session: Session, *, tenant_id: str, dataset_id: str, config: dict[str, Any],
-                 idempotency_key: str | None = None, scan_id: str | None = None) -> tuple[Audit, bool]:
+                 idempotency_key: str | None = None, scan_id: str | None = None,
+                 quota: Quota | None = None) -> tuple[Audit, bool]:
     """Queue an audit of the tenant's dataset; return ``(audit, created)``.
 
     With an ``idempotency_key``, a repeated submission returns the audit of the first one
     (``created`` False), also under concurrency: the unique constraint on
-    (tenant, key) decides the race and the losers read the winner's row.
+    (tenant, key) decides the race and the losers read the winner's row. A replay is
+    answered whatever the ``quota``.
 
     Raises
     ------
@@ -191,6 +232,8 @@ def create_audit(session: Session, *, tenant_id: str, dataset_id: str, config: d
         The dataset does not exist for this tenant.
     Conflict
         The key was used before with a different dataset or config.
+    QuotaExceeded
+        Queuing it would put the tenant over ``quota``.
     """
     begin_write(session)
     fingerprint = request_fingerprint(dataset_id, config, scan_id)
@@ -199,9 +242,12 @@ def create_audit(session: Session, *, tenant_id: str, dataset_id: str, config: d
         if existing is not None:
             session.commit()
             return _replay(existing, fingerprint), False
-    if get_dataset(session, tenant_id, dataset_id) is None:
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    if dataset is None:
         session.rollback()
         raise NotFound(f"dataset {dataset_id!r} not found")
+    if quota is not None:
+        _check_quota(session, tenant_id, quota, [(config, dataset.n, dataset.task)])
     audit = Audit(tenant_id=tenant_id, dataset_id=dataset_id, config=config, scan_id=scan_id,
                   idempotency_key=idempotency_key, request_sha256=fingerprint)
     session.add(audit)
@@ -214,6 +260,32 @@ def create_audit(session: Session, *, tenant_id: str, dataset_id: str, config: d
             raise
         return _replay(existing, fingerprint), False
     return audit, True
+
+
+def _check_quota(session: Session, tenant_id: str, quota: Quota, new: list[tuple[dict[str, Any], int, str]]) -> None:
+    """Raise :class:`QuotaExceeded` (rolling back) if queuing ``new`` (config, n, task) audits
+    would put the tenant over ``quota``.
+
+    The tenant's row is locked first (PostgreSQL; SQLite's write transaction already
+    serializes), so concurrent submissions of one tenant are counted one after another.
+    """
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    active = session.execute(select(Audit.status, Audit.config, Dataset.n, Dataset.task)
+                             .join(Dataset, Dataset.id == Audit.dataset_id)
+                             .where(Audit.tenant_id == tenant_id, Audit.status.in_((QUEUED, RUNNING)))).all()
+    queued = sum(1 for row in active if row.status == QUEUED)
+    if quota.max_queued is not None and queued + len(new) > quota.max_queued:
+        session.rollback()
+        raise QuotaExceeded(f"quota exceeded: the tenant has {queued} queued audit(s) and may have at most "
+                            f"{quota.max_queued}; {len(new)} more would go over", retry_after=quota.retry_after)
+    if quota.max_cost is not None and quota.cost is not None:
+        used = sum(quota.cost(row.config, row.n, row.task) for row in active)
+        adding = sum(quota.cost(config, n, task) for config, n, task in new)
+        if used + adding > quota.max_cost:
+            session.rollback()
+            raise QuotaExceeded(f"quota exceeded: the tenant's queued and running audits cost {used} trial-steps "
+                                f"and may cost at most {quota.max_cost}; {adding} more would go over",
+                                retry_after=quota.retry_after)
 
 
 def _audit_by_key(session: Session, tenant_id: str, key: str) -> Audit | None:
@@ -288,21 +360,26 @@ def count_audits_by_status(session: Session) -> dict[str, int]:
 # --- scans ----------------------------------------------------------------------------------
 
 def create_scan(session: Session, *, tenant_id: str, dataset_ids: Sequence[str],
-                config: dict[str, Any]) -> tuple[Scan, list[Audit]]:
+                config: dict[str, Any], quota: Quota | None = None) -> tuple[Scan, list[Audit]]:
     """Queue one audit per dataset under a new scan, all or nothing.
 
     Raises
     ------
     NotFound
         Some datasets do not exist for this tenant (the message lists them).
+    QuotaExceeded
+        Queuing them would put the tenant over ``quota``.
     """
     begin_write(session)
-    found = set(session.scalars(select(Dataset.id).where(Dataset.tenant_id == tenant_id,
-                                                         Dataset.id.in_(set(dataset_ids)))))
+    found = {row.id: row for row in session.execute(select(Dataset.id, Dataset.n, Dataset.task)
+                                                    .where(Dataset.tenant_id == tenant_id,
+                                                           Dataset.id.in_(set(dataset_ids))))}
     missing = [d for d in dataset_ids if d not in found]
     if missing:
         session.rollback()
         raise NotFound(f"dataset(s) not found: {', '.join(missing)}")
+    if quota is not None:
+        _check_quota(session, tenant_id, quota, [(config, found[d].n, found[d].task) for d in dataset_ids])
     scan = Scan(id=new_id(), tenant_id=tenant_id, config=config)
     audits = [Audit(tenant_id=tenant_id, dataset_id=d, scan_id=scan.id, config=config,
                     request_sha256=request_fingerprint(d, config, scan.id)) for d in dataset_ids]
@@ -339,15 +416,32 @@ def flagged_counts(session: Session, audit_ids: Iterable[str]) -> dict[str, int]
 HEARTBEAT_RUN, HEARTBEAT_CANCEL, HEARTBEAT_LOST = "run", "cancel", "lost"
 
 
-def claim_next_audit(session: Session, worker_id: str) -> Audit | None:
-    """Move the oldest queued audit to ``running`` for ``worker_id`` and return it.
+CLAIM_LOCK = 0x61756469_74636c6d     # PostgreSQL advisory lock key that serializes claims
 
-    Safe with many dispatchers: on PostgreSQL a claimer skips rows another has locked, and
-    SQLite serializes writers.
+
+def claim_next_audit(session: Session, worker_id: str, *,
+                     max_running_per_tenant: int | None = None) -> Audit | None:
+    """Move the next queued audit to ``running`` for ``worker_id`` and return it.
+
+    Fair between tenants: the next audit is the oldest queued audit of a tenant with the
+    fewest running audits, and never one of a tenant that already runs
+    ``max_running_per_tenant`` (None: no limit), counted over every dispatcher.
+
+    Safe with many dispatchers: on PostgreSQL claims take a transaction-level advisory
+    lock, so each counts the running audits after the previous claim committed, and skip
+    rows another transaction has locked (``FOR UPDATE SKIP LOCKED``); SQLite serializes
+    writers.
     """
     begin_write(session)
-    candidate = session.scalar(select(Audit.id).where(Audit.status == QUEUED)
-                               .order_by(Audit.created_at, Audit.id).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+    other = aliased(Audit)
+    running = (select(func.count(other.id)).where(other.tenant_id == Audit.tenant_id, other.status == RUNNING)
+               .correlate(Audit).scalar_subquery())
+    stmt = select(Audit.id).where(Audit.status == QUEUED)
+    if max_running_per_tenant is not None:
+        stmt = stmt.where(running < max_running_per_tenant)
+    candidate = session.scalar(stmt.order_by(running, Audit.created_at, Audit.id).limit(1)
                                .with_for_update(skip_locked=True))
     if candidate is None:
         session.commit()

@@ -2,7 +2,9 @@
 
     loop every poll_seconds:
         requeue running audits whose heartbeat is older than stale_after_seconds
-        claim queued audits while fewer than max_running run here (one thread each)
+        claim queued audits while fewer than max_running run here (one thread each): the
+            oldest audit of a tenant with the fewest running audits, never one of a tenant
+            at max_running_per_tenant (counted over every dispatcher)
 
 Each running audit heartbeats every ``heartbeat_seconds``: a cancel request sets its
 executor's stop event (honoured within about a second), and an audit that was taken away
@@ -28,11 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import pydantic
 from sqlalchemy.orm import Session, sessionmaker
 
 from auditor.audit import build_problem, run_audit
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, planned_trials
 from auditor.data import DatasetError, load_dataset
 from auditor.executors import Canceled, Executor
 from auditor.trials import Outcome, Problem, Trial
@@ -55,6 +56,7 @@ class DispatcherConfig:
 
     worker_id: str = field(default_factory=default_worker_id)
     max_running: int = 2
+    max_running_per_tenant: int | None = 1   # running audits of one tenant, over every dispatcher; None: no limit
     poll_seconds: float = 1.0
     heartbeat_seconds: float = 2.0
     stale_after_seconds: float = 30.0
@@ -118,7 +120,8 @@ class Dispatcher:
         claimed = []
         while len(self.threads) < self.config.max_running:
             with self.sessions() as session:
-                audit = repository.claim_next_audit(session, self.config.worker_id)
+                audit = repository.claim_next_audit(session, self.config.worker_id,
+                                                    max_running_per_tenant=self.config.max_running_per_tenant)
             if audit is None:
                 break
             claimed.append(audit.id)
@@ -159,12 +162,14 @@ class Dispatcher:
         beat = _Heartbeat(self.sessions, audit_id, worker, self.config.heartbeat_seconds, stop)
         try:
             stats.state = self._drive(audit_id, stop, stats, beat)
-        except Exception as exc:                    # a bug or a broken cluster: say so, keep serving
-            log.error("audit %s failed:\n%s", audit_id, traceback.format_exc())
+        except DatasetError as exc:                 # the tenant's own input: say what is wrong with it
             stats.state = "failed"
             with self.sessions() as session:
-                repository.fail_audit(session, audit_id, f"internal error: {type(exc).__name__}: {exc}",
-                                      worker_id=worker)
+                repository.fail_audit(session, audit_id, f"cannot audit this dataset: {exc}", worker_id=worker)
+        except Exception:                           # a bug or a broken cluster: log it, keep serving
+            stats.state = "failed"
+            with self.sessions() as session:
+                repository.fail_audit(session, audit_id, internal_error(audit_id), worker_id=worker)
         finally:
             beat.stop()
             log.info("audit %s %s: %d outcomes stored before this run, %d trained in this run, "
@@ -180,21 +185,16 @@ class Dispatcher:
             row = session.get(Dataset, audit.dataset_id)
             uri, raw_config = row.uri, dict(audit.config)
             stored = repository.list_outcomes(session, audit_id)
-        try:
-            dataset = load_dataset(uri_to_path(uri))
-            config = AuditConfig(**raw_config)
-            problem = build_problem(dataset, config)
-        except (DatasetError, pydantic.ValidationError, ValueError, OSError) as exc:
-            with self.sessions() as session:
-                repository.fail_audit(session, audit_id, f"cannot audit this dataset: {exc}", worker_id=worker)
-            return "failed"
+        dataset = load_dataset(uri_to_path(uri))
+        config = AuditConfig(**raw_config)
+        problem = build_problem(dataset, config)
         outcomes = {o.trial_key: Outcome.from_dict(o.metrics) for o in stored}
         stats.stored_before = len(outcomes)
         log.info("audit %s: running on %s with %d stored outcomes", audit_id, worker, len(outcomes))
         beat.start()
         executor = self.make_executor(problem, stop)
         progress = _ProgressWriter(self.sessions, audit_id, worker, outcomes, self.config.progress_seconds,
-                                   expected=_expected_trials(config, dataset.n))
+                                   expected=expected_trials(dataset, config))
 
         def store(pairs: list[tuple[Trial, Outcome]]) -> None:
             rows = [(t.key, t.mask, t.seed, o.to_dict()) for t, o in pairs]
@@ -226,11 +226,21 @@ class Dispatcher:
         return "succeeded" if done else "lost"
 
 
-def _expected_trials(config: AuditConfig, n: int) -> int:
-    from auditor.strategies import resolve
+def expected_trials(dataset, config: AuditConfig) -> int:
+    """The trials an audit of ``dataset`` trains at most: the denominator of its progress."""
+    return planned_trials(config, n=dataset.n, task=dataset.task)
 
-    _, budget = resolve(config.strategy, n=n, budget=config.budget)
-    return budget + 3 * config.confirm_seeds      # at most: extra confirmation seeds use the search's unused budget
+
+def internal_error(audit_id: str) -> str:
+    """Log the exception being handled with a new error id; return the message tenants see.
+
+    The message names the id and nothing of the exception, whose text may reveal the
+    service's internals (paths, devices, library versions); operators find the traceback
+    in the log by the id.
+    """
+    error_id = uuid.uuid4().hex[:12]
+    log.error("audit %s failed (error id %s):\n%s", audit_id, error_id, traceback.format_exc())
+    return f"internal error (error id {error_id}); the audit could not be completed"
 
 
 class _Heartbeat:

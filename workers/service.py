@@ -91,6 +91,8 @@ class Workers:
         Actors in the pool (default: one per GPU, or per CPU when ``retrainer_gpus`` is 0).
     retrainer_gpus : float
         GPUs per actor (0: CPU actors).
+    max_running_per_tenant : int, optional
+        Running audits of one tenant, counted over every dispatcher on the database.
     """
 
     @classmethod
@@ -99,16 +101,19 @@ class Workers:
         return cls(database_url=settings.database_url, ray_address=settings.ray_address,
                    max_running=settings.max_running_audits, retrainers=settings.retrainers,
                    retrainer_gpus=settings.retrainer_gpus, heartbeat_seconds=settings.heartbeat_seconds,
-                   stale_after_seconds=settings.stale_after_seconds)
+                   stale_after_seconds=settings.stale_after_seconds,
+                   max_running_per_tenant=settings.max_running_audits_per_tenant)
 
     def __init__(self, *, database_url: str, ray_address: str | None = None, max_running: int = 2,
                  retrainers: int | None = None, retrainer_gpus: float = 0.0, heartbeat_seconds: float = 2.0,
-                 stale_after_seconds: float = 30.0, poll_seconds: float = 1.0):
+                 stale_after_seconds: float = 30.0, poll_seconds: float = 1.0,
+                 max_running_per_tenant: int | None = 1):
         connect(ray_address)
         self.pool = RetrainerPool(actors=retrainers, gpus_per_actor=retrainer_gpus)
         self.engine = make_engine(database_url, pool_size=max_running + 2)
         config = DispatcherConfig(max_running=max_running, heartbeat_seconds=heartbeat_seconds,
-                                  stale_after_seconds=stale_after_seconds, poll_seconds=poll_seconds)
+                                  stale_after_seconds=stale_after_seconds, poll_seconds=poll_seconds,
+                                  max_running_per_tenant=max_running_per_tenant)
         self.dispatcher = Dispatcher(make_sessionmaker(self.engine),
                                      lambda problem, stop: RayExecutor(problem, self.pool, stop=stop), config)
         self.stop_event = threading.Event()

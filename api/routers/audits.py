@@ -7,12 +7,15 @@ from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep, read_in_thread
+from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep, SettingsDep, read_in_thread
 from api.errors import responses
 from api.routers import PREFIX
 from api.schemas import AuditCreate, AuditOut, AuditPage, AuditStatus
+from api.settings import Settings
+from auditor.config import AuditConfig, trial_steps
 from store import repository
 from store.blobs import read_blob
 from store.models import CANCELED, FAILED, SUCCEEDED, Audit, is_id
@@ -33,20 +36,60 @@ def audit_or_404(session, tenant_id: str, audit_id: str) -> Audit:
     return audit
 
 
+def config_error(field: str, message: str) -> RequestValidationError:
+    """A 422 naming ``body.config.<field>`` (``field`` empty: the config as a whole)."""
+    loc = ("body", "config", field) if field else ("body", "config")
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
+
+
+def audit_cost(config: dict, n: int, task: str) -> int:
+    """Trials x max_steps of an audit of ``n`` examples under a stored ``config`` (0 if unreadable)."""
+    try:
+        return trial_steps(AuditConfig(**config), n=n, task=task)
+    except (TypeError, ValueError):
+        return 0
+
+
+def check_config(config: AuditConfig, settings: Settings, datasets: list[tuple[str, int, str]]) -> None:
+    """422 for a config this service cannot run: a device it does not offer, or an audit of one
+    of ``datasets`` ((id, n, task)) that would cost more trial-steps than one audit may."""
+    if config.device not in settings.devices:
+        raise config_error("device", f"device {config.device!r} is not offered by this service; "
+                                     f"allowed: {', '.join(settings.devices)}")
+    cap = min(settings.max_audit_trial_steps, settings.max_tenant_trial_steps)
+    for dataset_id, n, task in datasets:
+        cost = trial_steps(config, n=n, task=task)
+        if cost > cap:
+            trials = cost // config.max_steps
+            raise config_error("", f"an audit of dataset {dataset_id} would cost up to {trials} trials x "
+                                   f"{config.max_steps} max_steps = {cost} trial-steps, over the limit of {cap}; "
+                                   "lower budget, confirm_seeds or max_steps")
+
+
+def quota(settings: Settings) -> repository.Quota:
+    """The per-tenant quota of queued audits and of their cost."""
+    return repository.Quota(max_queued=settings.max_queued_audits_per_tenant,
+                            max_cost=settings.max_tenant_trial_steps, cost=audit_cost)
+
+
 @router.post("", status_code=202, operation_id="create_audit", response_model=AuditOut,
-             responses=responses(400, 401, 404, 409, 413, 422))
-def create_audit(body: AuditCreate, principal: CurrentPrincipal, session: SessionDep, response: Response,
-                 idempotency_key: IdempotencyKey = None) -> AuditOut:
+             responses=responses(400, 401, 404, 409, 413, 422, 429))
+def create_audit(body: AuditCreate, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep,
+                 response: Response, idempotency_key: IdempotencyKey = None) -> AuditOut:
     """Queue an audit of a dataset.
 
     With an ``Idempotency-Key``, repeating the request returns the first audit (header
-    ``Idempotent-Replayed: true``); the same key with a different body is a 409.
+    ``Idempotent-Replayed: true``); the same key with a different body is a 409. A device
+    the service does not offer, or an audit over the cost limit, is a 422; a tenant over
+    its quota of queued audits or of their cost gets a 429 with ``Retry-After``.
     """
-    if not is_id(body.dataset_id):
+    dataset = repository.get_dataset(session, principal.tenant_id, body.dataset_id) if is_id(body.dataset_id) else None
+    if dataset is None:
         raise HTTPException(404, f"dataset {body.dataset_id!r} not found")
+    check_config(body.config, settings, [(dataset.id, dataset.n, dataset.task)])
     audit, created = repository.create_audit(session, tenant_id=principal.tenant_id, dataset_id=body.dataset_id,
                                              config=body.config.model_dump(mode="json"),
-                                             idempotency_key=idempotency_key)
+                                             idempotency_key=idempotency_key, quota=quota(settings))
     response.headers["Location"] = f"{router.prefix}/{audit.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

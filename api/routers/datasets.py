@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -14,7 +12,7 @@ from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionD
 from api.errors import responses
 from api.routers import PREFIX
 from api.schemas import DatasetOut, DatasetPage
-from auditor.data import parse_dataset
+from auditor.data import DatasetTooLarge, check_auditable, parse_dataset
 from store import repository
 from store.blobs import put_blob, remove_blob
 from store.models import Dataset, is_id
@@ -31,21 +29,6 @@ def dataset_out(row: Dataset) -> DatasetOut:
                       created_at=row.created_at)
 
 
-def _check_expanded_size(data: bytes, limit: int) -> None:
-    """413 for an archive whose members expand past ``limit`` bytes (a compression bomb).
-
-    The sizes are those the zip declares; reading a member never yields more than that.
-    Non-zip input is left to the dataset parser, which says what is wrong with it.
-    """
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return
-    if expanded > limit:
-        raise HTTPException(413, f"dataset arrays take {expanded} bytes decompressed, over the limit of {limit}")
-
-
 def _clean_filename(name: str | None) -> str:
     base = PurePosixPath((name or "").replace("\\", "/")).name
     base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
@@ -57,12 +40,24 @@ def _clean_filename(name: str | None) -> str:
 def create_dataset(principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep, response: Response,
                    file: Annotated[UploadFile, File(description="an .npz dataset (see the dataset format)")]
                    ) -> DatasetOut:
-    """Upload a dataset. It is validated in full first; an invalid file leaves nothing behind."""
+    """Upload a dataset. It is validated in full first; an invalid file leaves nothing behind.
+
+    A file over ``max_upload_bytes``, or whose arrays would take more than
+    ``max_dataset_bytes`` or ``max_expansion_ratio`` times its size once decompressed, is a
+    413 (checked from each array's header before it is read); an invalid file, or one the
+    audit cannot run on, is a 422.
+    """
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(413, f"file is over the limit of {settings.max_upload_bytes} bytes")
-    _check_expanded_size(data, settings.max_dataset_bytes)
-    summary = parse_dataset(data).summary()
+    try:
+        dataset = parse_dataset(data, max_array_bytes=settings.max_dataset_bytes,
+                                max_expansion_ratio=settings.max_expansion_ratio)
+    except DatasetTooLarge as exc:
+        raise HTTPException(413, f"dataset {exc}") from None
+    check_auditable(dataset)
+    summary = dataset.summary()
+    del dataset
     uri, created = put_blob(settings.data_dir, summary["sha256"], data)
     try:
         row = repository.add_dataset(session, tenant_id=principal.tenant_id, filename=_clean_filename(file.filename),

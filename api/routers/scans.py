@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep
+from api.deps import CurrentPrincipal, CursorQuery, IdPath, LimitQuery, SessionDep, SettingsDep
 from api.errors import responses
 from api.routers import PREFIX
-from api.routers.audits import wants_html
+from api.routers.audits import check_config, quota, wants_html
 from api.schemas import ScanAudit, ScanCreate, ScanOut, ScanPage, ScanReport, ScanReportAudit, ScanTotals
 from store import repository
 from store.models import FINISHED, QUEUED, STATUSES, SUCCEEDED, Audit, Scan, is_id
@@ -49,15 +49,25 @@ def scan_out(session, scan: Scan, audits: list[Audit]) -> ScanOut:
 
 
 @router.post("", status_code=202, operation_id="create_scan", response_model=ScanOut,
-             responses=responses(400, 401, 404, 413, 422))
-def create_scan(body: ScanCreate, principal: CurrentPrincipal, session: SessionDep, response: Response) -> ScanOut:
-    """Queue one audit per dataset, all with the same config; all or nothing."""
+             responses=responses(400, 401, 404, 413, 422, 429))
+def create_scan(body: ScanCreate, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep,
+                response: Response) -> ScanOut:
+    """Queue one audit per dataset, all with the same config; all or nothing.
+
+    The config and the quotas are checked as for one audit (422, 429), over every audit
+    of the scan.
+    """
     dataset_ids = list(dict.fromkeys(body.dataset_ids))
     unknown = [d for d in dataset_ids if not is_id(d)]
     if unknown:
         raise HTTPException(404, f"dataset(s) not found: {', '.join(unknown)}")
+    found = {d.id: d for d in repository.get_datasets(session, principal.tenant_id, dataset_ids)}
+    missing = [d for d in dataset_ids if d not in found]
+    if missing:
+        raise HTTPException(404, f"dataset(s) not found: {', '.join(missing)}")
+    check_config(body.config, settings, [(d, found[d].n, found[d].task) for d in dataset_ids])
     scan, audits = repository.create_scan(session, tenant_id=principal.tenant_id, dataset_ids=dataset_ids,
-                                          config=body.config.model_dump(mode="json"))
+                                          config=body.config.model_dump(mode="json"), quota=quota(settings))
     response.headers["Location"] = f"{router.prefix}/{scan.id}"
     return scan_out(session, scan, audits)
 

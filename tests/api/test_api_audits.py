@@ -224,3 +224,86 @@ def test_cleaned_is_409_for_failed_audits_and_bad_reports(backend, api, dataset_
     _finish(backend, wrong, report={**REPORT, "flagged": [3, 99]})    # an index the dataset does not have
     response = api.get(f"/audits/{wrong}/cleaned")
     assert response.status_code == 409 and "out of range" in response.json()["detail"]
+
+
+# --- what the service runs: devices, cost, quotas ---------------------------------------------------
+
+@pytest.mark.parametrize("device", ["cuda:99", "cuda"])
+def test_a_device_the_service_does_not_offer_is_422(backend, key, api, dataset_id, device):
+    response = submit(api, dataset_id, {"device": device})
+    assert response.status_code == 422, response.text
+    assert "not offered" in response.json()["detail"] and "cpu" in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"] == ["body", "config", "device"]
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
+
+
+def test_an_audit_over_the_cost_limit_is_422(backend, key, api, dataset_id):
+    response = submit(api, dataset_id, {"budget": 1_000_000, "max_steps": 1_000_000})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "1000024 trials" in detail and "over the limit" in detail
+    scan = api.post("/scans", json={"dataset_ids": [dataset_id], "config": {"budget": 1_000_000,
+                                                                           "max_steps": 1_000_000}})
+    assert scan.status_code == 422
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
+
+
+@pytest.fixture(scope="module")
+def strict(backend):
+    """A second server on the same database with small quotas and a GPU on offer."""
+    from api.main import create_app
+    from api.settings import Settings
+    from apitools import MAX_EXPANDED, MAX_UPLOAD
+
+    settings = Settings(database_url=backend.database_url, data_dir=backend.data_dir, max_upload_bytes=MAX_UPLOAD,
+                        max_dataset_bytes=MAX_EXPANDED, max_queued_audits_per_tenant=3,
+                        max_tenant_trial_steps=2 * COST_OF_DEFAULT, allowed_devices="cpu, cuda:0")
+    app = create_app(settings)
+    live_server = type(backend).new_key.__globals__["LiveServer"]      # from this directory's conftest
+    with live_server(app) as server:
+        yield type(backend)(backend.name, backend.database_url, server.base_url, backend.data_dir,
+                            app.state.sessionmaker)
+
+
+COST_OF_DEFAULT = (160 + 3 * 8) * 50_000      # the default config on the 12 examples of valid_npz
+
+
+def test_quota_of_queued_audits_is_429_with_retry_after(strict):
+    key = strict.new_key()
+    with strict.client(key) as api, strict.client(strict.new_key()) as other:
+        dataset = upload(api, valid_npz(seed=21)).json()["id"]
+        cheap = [submit(api, dataset, {"seed": i, "max_steps": 10}, key=f"k{i}") for i in range(3)]
+        assert [r.status_code for r in cheap] == [202] * 3
+        response = submit(api, dataset, {"seed": 3, "max_steps": 10})
+        assert response.status_code == 429, response.text
+        assert int(response.headers["retry-after"]) > 0 and "queued" in response.json()["detail"]
+        replay = submit(api, dataset, {"seed": 0, "max_steps": 10}, key="k0")          # replays still answer
+        assert replay.status_code == 202 and replay.json()["id"] == cheap[0].json()["id"]
+        scan = api.post("/scans", json={"dataset_ids": [dataset], "config": {"max_steps": 10}})
+        assert scan.status_code == 429 and "retry-after" in scan.headers
+        assert strict.tenant_counts(strict.tenant_of(key))[1] == 3
+        other_dataset = upload(other, valid_npz(seed=22)).json()["id"]
+        assert submit(other, other_dataset, {"max_steps": 10}).status_code == 202       # quotas are per tenant
+        api.post(f"/audits/{cheap[1].json()['id']}/cancel")
+        assert submit(api, dataset, {"seed": 3, "max_steps": 10}).status_code == 202
+
+
+def test_quota_of_cost_is_429_and_an_audit_that_never_fits_is_422(strict):
+    key = strict.new_key()
+    with strict.client(key) as api:
+        dataset = upload(api, valid_npz(seed=23)).json()["id"]
+        assert [submit(api, dataset, {"seed": i}).status_code for i in range(2)] == [202, 202]
+        response = submit(api, dataset, {"seed": 2})
+        assert response.status_code == 429 and "cost" in response.json()["detail"], response.text
+        assert "retry-after" in response.headers
+        response = submit(api, dataset, {"max_steps": 150_000})               # over the tenant's whole quota
+        assert response.status_code == 422 and "over the limit" in response.json()["detail"]
+        assert strict.tenant_counts(strict.tenant_of(key))[1] == 2
+
+
+def test_devices_on_offer_are_accepted(strict):
+    with strict.client(strict.new_key()) as api:
+        dataset = upload(api, valid_npz(seed=24)).json()["id"]
+        response = submit(api, dataset, {"device": "cuda:0", "max_steps": 10})
+        assert response.status_code == 202, response.text
+        assert submit(api, dataset, {"device": "cuda:1", "max_steps": 10}).status_code == 422

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
 from apitools import MAX_EXPANDED, MAX_UPLOAD, npz_bytes, upload, valid_arrays, valid_npz
+from auditor.data import MIN_RATIO_ALLOWANCE
 
 
 def _with(**changes) -> bytes:
@@ -29,6 +32,41 @@ def _zip_of(name: str, content: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def _zip_members(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _header(shape: tuple, descr: str = "<f8") -> bytes:
+    """An .npy header alone, declaring ``shape`` of ``descr``."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def _valid_members(**changes) -> dict[str, bytes]:
+    members = {f"{name}.npy": _npy(value) for name, value in valid_arrays().items()}
+    members.update(changes)
+    return members
+
+
+def _classes(**changes) -> bytes:
+    rng = np.random.default_rng(1)
+    arrays = {"x": rng.normal(size=(12, 6)), "y": np.arange(12) % 3, "x_val": rng.normal(size=(4, 6)),
+              "y_val": np.arange(4) % 3}
+    arrays.update(changes)
+    return npz_bytes(**{name: value for name, value in arrays.items() if value is not None})
+
+
 def _nan(shape) -> np.ndarray:
     a = np.zeros(shape)
     a.flat[0] = np.nan
@@ -40,7 +78,21 @@ BAD = {
     "empty file": (b"", "empty"),
     "truncated npz": (valid_npz()[:300], "not an .npz"),
     "plain .npy": (b"\x93NUMPY\x01\x00" + b"\x00" * 64, "not an .npz"),
-    "zip of text": (_zip_of("notes.txt", b"hi"), "missing array"),
+    "zip of text": (_zip_of("notes.txt", b"hi"), "is not an .npy array"),
+    "member without .npy": (_zip_members(_valid_members(**{"x": b"raw bytes"})), "is not an .npy array"),
+    "member that is not .npy data": (_zip_members(_valid_members(**{"x.npy": b"PK not an array"})), "unreadable"),
+    "member cut short": (_zip_members(_valid_members(**{"x.npy": _npy(np.ones((12, 6)))[:-40]})), "truncated"),
+    "member with trailing data": (_zip_members(_valid_members(**{"y.npy": _npy(np.ones(12)) + b"\0" * 64})),
+                                  "more data than its header"),
+    "negative shape": (_zip_members(_valid_members(**{"y.npy": _header((-1,))})), "negative"),
+    "one example": (npz_bytes(**valid_arrays(n=1)), "at least 3 training sequences"),
+    "two examples": (npz_bytes(**valid_arrays(n=2)), "at least 3 training sequences"),
+    "length 1": (_with(x=np.ones((12, 1))), "length at least 2"),
+    "several channels": (_with(x=np.ones((12, 6, 2)), x_val=np.ones((4, 12, 2))), "single-channel"),
+    "two regression outputs": (_with(y=np.ones((12, 2)), y_val=np.ones((4, 2))), "one regression output"),
+    "classes without a reference set": (_classes(x_val=None, y_val=None), "trusted reference split"),
+    "classes with a longer reference": (_classes(x_val=np.ones((4, 9))), "equal lengths"),
+    "too many classes": (_classes(y=np.arange(12) * 500), "classes"),
     "pickled objects": (_with(x=np.array([{"a": 1}, None], dtype=object)), "pickled"),
     "NaN in x": (_with(x=_nan((12, 6))), "NaN"),
     "inf in y": (_with(y=np.full(12, np.inf)), "NaN or infinite"),
@@ -159,3 +211,63 @@ def test_dataset_pagination(api):
     assert api.get("/datasets", params={"cursor": "garbage"}).status_code == 400
     assert api.get("/datasets", params={"limit": 0}).status_code == 422
     assert api.get("/datasets", params={"limit": 201}).status_code == 422
+
+
+def _bomb(rows: int) -> bytes:
+    """A dataset of ``rows`` zero sequences (rows x 6 float64 and rows labels), deflated:
+    written in chunks, so building it costs no memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, shape in (("x", (rows, 6)), ("y", (rows,))):
+            with archive.open(f"{name}.npy", "w") as member:
+                member.write(_header(shape))
+                left = 8 * int(np.prod(shape))
+                while left:
+                    member.write(bytes(min(left, 1 << 20)))
+                    left -= min(left, 1 << 20)
+    return buffer.getvalue()
+
+
+def test_a_header_that_declares_a_huge_shape_is_413_before_any_allocation(backend, key, api):
+    data = _zip_members(_valid_members(**{"x.npy": _header((10**12, 6)) + b"\0" * 48}))
+    before = backend.files()
+    response = upload(api, data)
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert "(1000000000000, 6)" in detail and "\n" not in detail
+    assert backend.tenant_counts(backend.tenant_of(key)) == (0, 0) and backend.files() == before
+
+
+def test_a_compression_bomb_under_the_absolute_limit_is_refused_by_its_ratio_fast_and_in_bounded_memory(api):
+    rows = 70_000
+    data = _bomb(rows)
+    expanded = 8 * 7 * rows                              # 3.9 MB: under the server's absolute limit
+    assert expanded < MAX_EXPANDED and len(data) * 100 < MIN_RATIO_ALLOWANCE < expanded
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        response = upload(api, data)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]          # the server runs in this process
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 413, response.text
+    assert "times the file's size" in response.json()["detail"]
+    assert seconds < 5
+    assert peak < expanded / 4, peak
+
+
+def test_a_dataset_without_a_reference_set_is_accepted(api):
+    arrays = valid_arrays(seed=3)
+    del arrays["x_val"], arrays["y_val"]
+    response = upload(api, npz_bytes(**arrays))
+    assert response.status_code == 201, response.text
+    assert response.json()["n_val"] is None
+
+
+def test_uploaded_files_are_private(backend, api):
+    body = upload(api, valid_npz(seed=8)).json()
+    path = backend.data_dir / "blobs" / body["sha256"][:2] / f"{body['sha256']}.npz"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert (backend.data_dir / "blobs").stat().st_mode & 0o777 == 0o700

@@ -1,10 +1,13 @@
 import io
+import time
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
-from auditor.data import DatasetError, load_dataset, parse_dataset, save_dataset
+from auditor.data import (DatasetError, DatasetTooLarge, check_auditable, load_dataset, parse_dataset,
+                          save_dataset, validate_arrays)
 
 
 def _npz(**arrays) -> bytes:
@@ -80,3 +83,124 @@ def test_size_limit_and_missing_file(tmp_path):
         load_dataset(_npz(**_good()), max_bytes=10)
     with pytest.raises(DatasetError, match="no such file"):
         load_dataset(tmp_path / "nope.npz")
+
+
+def _header(shape: tuple, descr: str = "<f8") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def _deflated_zeros(rows: int) -> bytes:
+    """x (rows, 6) and y (rows,) of zeros, deflated, written in 1 MiB chunks."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, shape in (("x", (rows, 6)), ("y", (rows,))):
+            with archive.open(f"{name}.npy", "w") as member:
+                member.write(_header(shape))
+                left = 8 * int(np.prod(shape))
+                while left:
+                    member.write(bytes(min(left, 1 << 20)))
+                    left -= min(left, 1 << 20)
+    return buffer.getvalue()
+
+
+def test_a_declared_shape_over_the_limit_is_refused_from_the_header():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", _header((10**12, 6)) + b"\0" * 48)
+        archive.writestr("y.npy", _header((4,)) + b"\0" * 32)
+    with pytest.raises(DatasetTooLarge, match=r"\(1000000000000, 6\)"):
+        parse_dataset(buffer.getvalue())
+
+
+def test_a_compression_bomb_is_refused_fast_and_in_bounded_memory():
+    rows = 2_000_000
+    data = _deflated_zeros(rows)                       # about 100 KB that would expand to 112 MB
+    expanded = 8 * 7 * rows
+    assert len(data) * 100 < expanded < 512 << 20
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(DatasetTooLarge, match="times the file's size"):
+            parse_dataset(data, max_array_bytes=512 << 20, max_expansion_ratio=100)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1 and peak < expanded / 50, (seconds, peak)
+
+
+def test_the_ratio_allows_ordinary_compression_and_small_files():
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=rng.normal(size=(200, 8)), y=rng.normal(size=200))
+    assert parse_dataset(buffer.getvalue(), max_expansion_ratio=2).n == 200
+    small = _deflated_zeros(1000)                       # 56 KB of zeros: under the 1 MiB floor
+    assert parse_dataset(small, max_expansion_ratio=1).n == 1000
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("x", b"raw", "not an .npy array"),
+    ("notes/", b"", "not an .npy array"),
+    ("x.npy", _header((4, 6))[:20], "unreadable"),
+    ("x.npy", _header((4, 6), descr="|O") + b"\0" * 8, "pickled"),
+    ("x.npy", _header((4, 6)) + b"\0" * 10, "truncated"),
+])
+def test_members_that_are_not_npy_arrays_get_one_clear_line(name, content, message):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, content)
+        archive.writestr("y.npy", _npz_member(np.ones(4)))
+    with pytest.raises(DatasetError, match=message) as info:
+        parse_dataset(buffer.getvalue())
+    assert "\n" not in str(info.value)
+
+
+def _npz_member(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_a_repeated_member_is_refused():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in ("x.npy", "y.npy", "y.npy"):
+            archive.writestr(name, _npz_member(np.ones((4, 6)) if name == "x.npy" else np.ones(4)))
+    with pytest.raises(DatasetError, match="more than once"):
+        parse_dataset(buffer.getvalue())
+
+
+def test_fortran_order_and_byte_order_are_read_right():
+    x = np.asfortranarray(np.arange(24.0).reshape(4, 6)).astype(">f8")
+    ds = parse_dataset(_npz(x=x, y=np.arange(4, dtype=">i4")))
+    assert np.array_equal(ds.x, np.arange(24.0).reshape(4, 6)) and ds.y.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.ones((2, 6)), "y": np.ones(2)}, "at least 3"),
+    ({"x": np.ones((5, 1)), "y": np.ones(5)}, "length at least 2"),
+    ({"x": np.ones((5, 6, 1)), "y": np.ones(5)}, "single-channel"),
+    ({"x": np.ones((5, 6)), "y": np.ones((5, 2))}, "one regression output"),
+    ({"x": np.ones((5, 6)), "y": np.arange(5)}, "trusted reference split"),
+    ({"x": np.ones((5, 6)), "y": np.arange(5), "x_val": np.ones((2, 7)), "y_val": np.arange(2)}, "equal lengths"),
+    ({"x": np.ones((5, 6)), "y": np.arange(5) * 1000, "x_val": np.ones((2, 6)), "y_val": np.arange(2)}, "classes"),
+])
+def test_sets_the_audit_cannot_run_on_are_refused(arrays, message):
+    with pytest.raises(DatasetError, match=message):
+        check_auditable(validate_arrays(arrays))
+
+
+def test_auditable_sets_pass():
+    check_auditable(validate_arrays({"x": np.ones((3, 2)), "y": np.ones(3)}))      # label-free: the rank
+    check_auditable(validate_arrays({"x": np.ones((4, 6)), "y": np.array([0, 0, 1, 2]), "x_val": np.ones((2, 6)),
+                                     "y_val": np.array([1, 2])}))
+
+
+def test_narrow_dtypes_count_at_the_size_the_audit_converts_them_to():
+    data = _npz(x=np.zeros((1000, 100), dtype=np.int8), y=np.zeros(1000))   # 100 KB stored, 800 KB as float64
+    with pytest.raises(DatasetTooLarge):
+        parse_dataset(data, max_array_bytes=500_000)
+    assert parse_dataset(data, max_array_bytes=900_000).x.dtype == np.float64

@@ -68,6 +68,14 @@ def test_run_screens_contract_and_determinism(standalone):
         np.testing.assert_array_equal(again[name], scores[name], err_msg=name)
 
 
+def test_run_screens_without_a_reference_set_leaves_out_gradient_similarity():
+    data = make_benchmark(BenchmarkSpec(kind="standalone", n=20, poison_fraction=0.1, length=6, seed=3))
+    config = TrainConfig(optimizer="gd", lr=0.01, eps=0.01, extra_steps=100, max_steps=2000)
+    scores = run_screens(spec=SPEC, x=data["x"], y=data["y"], x_val=None, y_val=None, config=config)
+    assert tuple(scores) == tuple(name for name in SCREENS if name != "gradient_similarity")
+    assert all(s.shape == (20,) and np.isfinite(s).all() for s in scores.values())
+
+
 def test_rank_average_normalized_ranks():
     scores = {"u": np.array([0.0, 1.0, 2.0, 3.0]), "v": np.array([3.0, 2.0, 1.0, 0.0]),
               "w": np.array([5.0, 5.0, 9.0, np.nan])}

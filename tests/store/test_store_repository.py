@@ -216,3 +216,85 @@ def test_an_outcome_without_an_effective_rank_resumes_as_nan(session, dataset):
     (stored,) = repository.list_outcomes(session, audit_id)
     back = Outcome.from_dict(stored.metrics)
     assert math.isnan(back.effective_rank) and back.error == 0.5 and back.steps == 40
+
+
+# --- fair claims and quotas ----------------------------------------------------------------------
+
+FAIR_SUMMARY = {"sha256": "cd" * 32, "n": 13, "length": 6, "channels": 1, "task": "regression", "n_val": None,
+                "length_val": None, "has_ground_truth": False}
+
+
+def _tenant_with_audits(session, count: int):
+    tenant = repository.get_or_create_tenant(session, f"f-{uuid.uuid4().hex[:8]}")
+    dataset = repository.add_dataset(session, tenant_id=tenant.id, filename="d.npz", size_bytes=10,
+                                     uri="file:///nowhere/d.npz", summary=FAIR_SUMMARY)
+    return tenant.id, _queue(session, dataset, count)
+
+
+def test_claims_go_to_the_tenant_with_the_fewest_running_audits(session, empty_queue):
+    (a, a_ids), (b, b_ids), (c, c_ids) = (_tenant_with_audits(session, k) for k in (3, 2, 1))
+
+    def claim(limit):
+        audit = repository.claim_next_audit(session, "w", max_running_per_tenant=limit)
+        return None if audit is None else audit.id
+
+    assert [claim(2) for _ in range(6)] == [a_ids[0], b_ids[0], c_ids[0], a_ids[1], b_ids[1], None]
+    assert repository.finish_audit(session, a_ids[0], report={}, html="")
+    assert claim(2) == a_ids[2]
+
+
+def test_a_tenant_at_its_running_limit_is_skipped(session, empty_queue):
+    (a, a_ids), (b, b_ids) = _tenant_with_audits(session, 3), _tenant_with_audits(session, 2)
+    claimed = [repository.claim_next_audit(session, "w", max_running_per_tenant=1) for _ in range(3)]
+    assert [x.id if x else None for x in claimed] == [a_ids[0], b_ids[0], None]
+    assert repository.fail_audit(session, b_ids[0], "done")
+    assert repository.claim_next_audit(session, "w", max_running_per_tenant=1).id == b_ids[1]
+    assert repository.claim_next_audit(session, "w").id == a_ids[1]          # no limit: oldest first
+
+
+def test_concurrent_claimers_respect_the_per_tenant_limit(sessions, session, empty_queue):
+    tenants = [_tenant_with_audits(session, 4) for _ in range(3)]
+    barrier = threading.Barrier(6)
+
+    def claim_all(worker):
+        claimed = []
+        with sessions() as own:
+            barrier.wait()
+            while (audit := repository.claim_next_audit(own, worker, max_running_per_tenant=1)) is not None:
+                claimed.append(audit.id)
+        return claimed
+
+    with ThreadPoolExecutor(6) as pool:
+        claimed = [a for batch in pool.map(claim_all, [f"w{i}" for i in range(6)]) for a in batch]
+    assert sorted(claimed) == sorted(ids[0] for _, ids in tenants)
+
+
+def _cost(config, n, task):
+    return config.get("cost", 1)
+
+
+def test_quota_of_queued_audits_and_of_their_cost(session, dataset):
+    quota = repository.Quota(max_queued=2, max_cost=10, cost=_cost, retry_after=7)
+    create = lambda **config: repository.create_audit(session, tenant_id=dataset.tenant_id,  # noqa: E731
+                                                      dataset_id=dataset.id, config=config, quota=quota)[0]
+    first = create(cost=4, seed=1)
+    create(cost=4, seed=2)
+    with pytest.raises(repository.QuotaExceeded, match="queued") as info:
+        create(cost=1, seed=3)
+    assert info.value.retry_after == 7 and not session.in_transaction()
+    repository.claim_audit(session, first.id, "w")                        # running audits still cost
+    with pytest.raises(repository.QuotaExceeded, match="cost"):
+        create(cost=3, seed=4)
+    fifth = create(cost=2, seed=5)                                       # 4 + 4 + 2 = 10
+    with pytest.raises(repository.QuotaExceeded):
+        repository.create_scan(session, tenant_id=dataset.tenant_id, dataset_ids=[dataset.id],
+                               config={"cost": 0}, quota=quota)              # a third queued audit
+    repository.fail_audit(session, first.id, "done")                     # finished audits count no more
+    repository.request_cancel(session, dataset.tenant_id, fifth.id)
+    scan, audits = repository.create_scan(session, tenant_id=dataset.tenant_id, dataset_ids=[dataset.id],
+                                          config={"cost": 4}, quota=quota)
+    assert len(audits) == 1
+    replay = repository.create_audit(session, tenant_id=dataset.tenant_id, dataset_id=dataset.id,
+                                     config={"cost": 9}, idempotency_key="q")
+    assert repository.create_audit(session, tenant_id=dataset.tenant_id, dataset_id=dataset.id, config={"cost": 9},
+                                   idempotency_key="q", quota=quota)[0].id == replay[0].id   # replays pass

@@ -4,6 +4,7 @@ mid-audit is replaced by one that finishes it without retraining any stored tria
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -11,13 +12,17 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
 from auditor.benchmarks import BenchmarkSpec
+from auditor.config import AuditConfig
+from auditor.data import validate_arrays
+from auditor.executors import InlineExecutor
 from store import repository
 from store.models import Audit, TrialOutcome
-from workers.dispatcher import Dispatcher, DispatcherConfig
+from workers.dispatcher import Dispatcher, DispatcherConfig, expected_trials
 from workers.executor import RayExecutor
 from workers.pool import RetrainerPool
 
@@ -134,3 +139,33 @@ def test_killed_dispatcher_is_resumed_without_retraining_stored_trials(cluster, 
         assert repository.get_report(session, audit_id).body["trials"] == len(final)
         assert session.scalar(select(func.count()).select_from(TrialOutcome)
                               .where(TrialOutcome.audit_id == audit_id)) == len(final)
+
+
+def test_progress_counts_the_trials_of_the_audits_task():
+    """A classification audit of 600 examples plans max(160, n) = 600 search trials, not the
+    226 of a regression set of that size, plus the 3 x 8 of its confirmation."""
+    rng = np.random.default_rng(0)
+    classes = validate_arrays({"x": rng.normal(size=(600, 8)), "y": np.arange(600) % 10,
+                               "x_val": rng.normal(size=(50, 8)), "y_val": np.arange(50) % 10})
+    regression = validate_arrays({"x": rng.normal(size=(600, 8)), "y": rng.normal(size=600)})
+    assert expected_trials(classes, AuditConfig()) == 600 + 24
+    assert expected_trials(regression, AuditConfig()) == 226 + 24
+
+
+def test_an_internal_error_shows_tenants_an_error_id_and_logs_the_traceback(sessions, queue_audit, empty_queue,
+                                                                           caplog):
+    """On a machine without CUDA, torch's own AssertionError stays in the log."""
+    audit_id = queue_audit(device="cuda:0")
+    dispatcher = Dispatcher(sessions, lambda problem, stop: InlineExecutor(problem, stop=stop),
+                            DispatcherConfig(poll_seconds=0.1, heartbeat_seconds=0.5))
+    with caplog.at_level(logging.ERROR, logger="auditor.dispatcher"):
+        assert dispatcher.poll() == [audit_id]
+        _wait(lambda: _audit(sessions, audit_id).status == "failed", timeout=120, what="the audit to fail")
+        dispatcher.shutdown()
+    error = _audit(sessions, audit_id).error
+    error_id = re.fullmatch(r"internal error \(error id ([0-9a-f]{12})\); the audit could not be completed",
+                            error).group(1)
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert len(logged) == 1 and audit_id in logged[0].getMessage()
+    assert "Traceback" in logged[0].getMessage() and "CUDA" in logged[0].getMessage()
+    assert "CUDA" not in error and "Traceback" not in error
