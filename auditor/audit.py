@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, planned_trials
 from auditor.data import Dataset
 from auditor.executors import Executor, InlineExecutor
 from auditor.strategies import Context, Verdict, plan, resolve
@@ -28,18 +28,19 @@ from auditor.trials import Outcome, Problem, Trial
 Progress = Callable[[int, int, str], None]          # (trials done, trials expected, phase)
 
 
-def build_problem(dataset: Dataset, config: AuditConfig) -> Problem:
+def build_problem(dataset: Dataset, config: AuditConfig, *, allow_import: bool = True) -> Problem:
     """The student and optimizer an audit of ``dataset`` trains, from its config.
 
     The model comes from the registry (:mod:`auditor.models`): ``config.model`` names a
     built-in, an installed entry point or ``module:attr``. Integer labels (classification)
     get deep S4D classifiers scored by their trusted-set cross-entropy
     (:mod:`auditor.deep_problem`) unless a model other than the paper's regression students
-    is named; float labels the paper's SSM students by default.
+    is named; float labels the paper's SSM students by default. ``allow_import=False``
+    refuses ``module:attr`` (services: a client must not name code to import).
     """
     from auditor.models import model_for
 
-    return model_for(dataset, config).problem(dataset, config)
+    return model_for(dataset, config, allow_import=allow_import).problem(dataset, config)
 
 
 @dataclass
@@ -76,7 +77,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
         Called with every chunk of new (trial, outcome) pairs as it arrives (persistence).
     progress : callable, optional
         Called as (trials done, trials expected, phase): the trials with an outcome so far
-        (stored ones included) out of :func:`expected_trials` (or as many as are done, if
+        (stored ones included) out of :func:`auditor.config.planned_trials` (or as many as are done, if
         more), while the phase is ``screening``, ``search (STRATEGY)`` or ``confirmation``.
     screens : dict, optional
         Precomputed screen scores (else computed here from one training run).
@@ -86,7 +87,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     problem = executor.problem
     strategy, budget = resolve(config.strategy, n=dataset.n, budget=config.budget, task=dataset.task)
     outcomes = {} if outcomes is None else outcomes
-    expected = expected_trials(config, n=dataset.n, task=dataset.task)
+    expected = planned_trials(config, n=dataset.n, task=dataset.task)
     if screens is None:
         if progress:
             progress(len(outcomes), max(expected, len(outcomes)), "screening")
@@ -114,13 +115,6 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,
                        metric=problem.metric, seconds=time.perf_counter() - start)
-
-
-def expected_trials(config: AuditConfig, *, n: int, task: str = "regression") -> int:
-    """The most trials an audit of ``n`` examples trains: its search budget plus the
-    confirmation round's three trials a seed (its extra seeds are paid from the unused budget)."""
-    _, budget = resolve(config.strategy, n=n, budget=config.budget, task=task)
-    return budget + 3 * config.confirm_seeds
 
 
 def _phase(step: list[Trial], context: Context, strategy: str) -> str:

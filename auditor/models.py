@@ -210,14 +210,15 @@ def _import(path: str) -> Any:
     return obj
 
 
-def model_for(dataset, config) -> ModelBuilder:
+def model_for(dataset, config, *, allow_import: bool = True) -> ModelBuilder:
     """The model an audit of ``dataset`` under ``config`` trains.
 
     Classification data (integer labels) gets the deep classifier ``s4d`` while the config
     names one of the paper's regression students (``ssm``, the default, or ``network``);
-    any other name is used as given.
+    any other name is used as given. A service passes ``allow_import=False``: its configs
+    come from clients, and only registered models may run there.
     """
     name = config.model
     if dataset.task == "classification" and name in REGRESSION_BUILTINS:
         name = "s4d"
-    return resolve_model(name, allow_import=True)
+    return resolve_model(name, allow_import=allow_import)

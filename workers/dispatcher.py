@@ -187,7 +187,7 @@ class Dispatcher:
             stored = repository.list_outcomes(session, audit_id)
         dataset = load_dataset(uri_to_path(uri))
         config = AuditConfig(**raw_config)
-        problem = build_problem(dataset, config)
+        problem = build_problem(dataset, config, allow_import=False)   # registered models only
         outcomes = {o.trial_key: Outcome.from_dict(o.metrics) for o in stored}
         stats.stored_before = len(outcomes)
         log.info("audit %s: running on %s with %d stored outcomes", audit_id, worker, len(outcomes))

@@ -16,6 +16,7 @@ from api.routers import PREFIX
 from api.schemas import AuditCreate, AuditOut, AuditPage, AuditStatus
 from api.settings import Settings
 from auditor.config import AuditConfig, trial_steps
+from auditor.models import ModelError, check_model_name
 from store import repository
 from store.blobs import read_blob
 from store.models import CANCELED, FAILED, SUCCEEDED, Audit, is_id
@@ -51,8 +52,13 @@ def audit_cost(config: dict, n: int, task: str) -> int:
 
 
 def check_config(config: AuditConfig, settings: Settings, datasets: list[tuple[str, int, str]]) -> None:
-    """422 for a config this service cannot run: a device it does not offer, or an audit of one
-    of ``datasets`` ((id, n, task)) that would cost more trial-steps than one audit may."""
+    """422 for a config this service cannot run: a model that is not registered (a service
+    never imports code a request names), a device it does not offer, or an audit of one of
+    ``datasets`` ((id, n, task)) that would cost more trial-steps than one audit may."""
+    try:
+        check_model_name(config.model, allow_import=False)
+    except ModelError as exc:
+        raise config_error("model", str(exc)) from None
     if config.device not in settings.devices:
         raise config_error("device", f"device {config.device!r} is not offered by this service; "
                                      f"allowed: {', '.join(settings.devices)}")

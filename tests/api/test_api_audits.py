@@ -228,6 +228,18 @@ def test_cleaned_is_409_for_failed_audits_and_bad_reports(backend, api, dataset_
 
 # --- what the service runs: devices, cost, quotas ---------------------------------------------------
 
+@pytest.mark.parametrize("model", ["os:system", "tests.auditor.torch_models_fixture:mlp"])
+def test_a_model_named_by_import_path_is_422_for_audits_and_scans(backend, key, api, dataset_id, model):
+    """The service never imports code a request names: registered models only."""
+    response = submit(api, dataset_id, {"model": model})
+    assert response.status_code == 422, response.text
+    assert "registered" in response.json()["detail"] and response.json()["errors"][0]["loc"] == ["body", "config",
+                                                                                                "model"]
+    scan = api.post("/scans", json={"dataset_ids": [dataset_id], "config": {"model": model}})
+    assert scan.status_code == 422, scan.text
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
+
+
 @pytest.mark.parametrize("device", ["cuda:99", "cuda"])
 def test_a_device_the_service_does_not_offer_is_422(backend, key, api, dataset_id, device):
     response = submit(api, dataset_id, {"device": device})

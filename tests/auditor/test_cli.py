@@ -162,9 +162,9 @@ def test_scan_shorthand_and_each_flag_declared_once():
 
 
 def test_progress_covers_the_whole_audit_with_named_phases():
-    from auditor.audit import expected_trials, run_audit
+    from auditor.audit import run_audit
     from auditor.benchmarks import BenchmarkSpec, make_benchmark
-    from auditor.config import AuditConfig
+    from auditor.config import AuditConfig, planned_trials
     from auditor.data import validate_arrays
 
     arrays = make_benchmark(BenchmarkSpec(kind="standalone", n=40, poison_fraction=0.05, length=6, seed=1))
@@ -172,7 +172,7 @@ def test_progress_covers_the_whole_audit_with_named_phases():
     config = AuditConfig(confirm_seeds=3)
     calls = []
     result = run_audit(dataset, config, progress=lambda done, total, phase: calls.append((done, total, phase)))
-    expected = expected_trials(config, n=40)
+    expected = planned_trials(config, n=40, task="regression")
     assert expected == result.budget + 9 and all(total == expected for _, total, _ in calls)
     assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls)     # never resets
     assert calls[-1][0] == len(result.outcomes) <= expected
