@@ -13,6 +13,7 @@ import pytest
 
 from apitools import MAX_EXPANDED, MAX_UPLOAD, npz_bytes, upload, valid_arrays, valid_npz
 from auditor.data import MIN_RATIO_ALLOWANCE
+from tests.archives import deflated_zeros, npy_header
 
 
 def _with(**changes) -> bytes:
@@ -46,12 +47,6 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _header(shape: tuple, descr: str = "<f8") -> bytes:
-    """An .npy header alone, declaring ``shape`` of ``descr``."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
-    return buffer.getvalue()
-
 
 def _valid_members(**changes) -> dict[str, bytes]:
     members = {f"{name}.npy": _npy(value) for name, value in valid_arrays().items()}
@@ -84,7 +79,7 @@ BAD = {
     "member cut short": (_zip_members(_valid_members(**{"x.npy": _npy(np.ones((12, 6)))[:-40]})), "truncated"),
     "member with trailing data": (_zip_members(_valid_members(**{"y.npy": _npy(np.ones(12)) + b"\0" * 64})),
                                   "more data than its header"),
-    "negative shape": (_zip_members(_valid_members(**{"y.npy": _header((-1,))})), "negative"),
+    "negative shape": (_zip_members(_valid_members(**{"y.npy": npy_header((-1,))})), "negative"),
     "one example": (npz_bytes(**valid_arrays(n=1)), "at least 3 training sequences"),
     "two examples": (npz_bytes(**valid_arrays(n=2)), "at least 3 training sequences"),
     "length 1": (_with(x=np.ones((12, 1))), "length at least 2"),
@@ -213,23 +208,9 @@ def test_dataset_pagination(api):
     assert api.get("/datasets", params={"limit": 201}).status_code == 422
 
 
-def _bomb(rows: int) -> bytes:
-    """A dataset of ``rows`` zero sequences (rows x 6 float64 and rows labels), deflated:
-    written in chunks, so building it costs no memory."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for name, shape in (("x", (rows, 6)), ("y", (rows,))):
-            with archive.open(f"{name}.npy", "w") as member:
-                member.write(_header(shape))
-                left = 8 * int(np.prod(shape))
-                while left:
-                    member.write(bytes(min(left, 1 << 20)))
-                    left -= min(left, 1 << 20)
-    return buffer.getvalue()
-
 
 def test_a_header_that_declares_a_huge_shape_is_413_before_any_allocation(backend, key, api):
-    data = _zip_members(_valid_members(**{"x.npy": _header((10**12, 6)) + b"\0" * 48}))
+    data = _zip_members(_valid_members(**{"x.npy": npy_header((10**12, 6)) + b"\0" * 48}))
     before = backend.files()
     response = upload(api, data)
     assert response.status_code == 413, response.text
@@ -240,7 +221,7 @@ def test_a_header_that_declares_a_huge_shape_is_413_before_any_allocation(backen
 
 def test_a_compression_bomb_under_the_absolute_limit_is_refused_by_its_ratio_fast_and_in_bounded_memory(api):
     rows = 70_000
-    data = _bomb(rows)
+    data = deflated_zeros(rows)
     expanded = 8 * 7 * rows                              # 3.9 MB: under the server's absolute limit
     assert expanded < MAX_EXPANDED and len(data) * 100 < MIN_RATIO_ALLOWANCE < expanded
     tracemalloc.start()

@@ -8,6 +8,7 @@ import pytest
 
 from auditor.data import (DatasetError, DatasetTooLarge, check_auditable, load_dataset, parse_dataset,
                           save_dataset, validate_arrays)
+from tests.archives import deflated_zeros, npy_header
 
 
 def _npz(**arrays) -> bytes:
@@ -85,38 +86,20 @@ def test_size_limit_and_missing_file(tmp_path):
         load_dataset(tmp_path / "nope.npz")
 
 
-def _header(shape: tuple, descr: str = "<f8") -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
-    return buffer.getvalue()
 
 
-def _deflated_zeros(rows: int) -> bytes:
-    """x (rows, 6) and y (rows,) of zeros, deflated, written in 1 MiB chunks."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for name, shape in (("x", (rows, 6)), ("y", (rows,))):
-            with archive.open(f"{name}.npy", "w") as member:
-                member.write(_header(shape))
-                left = 8 * int(np.prod(shape))
-                while left:
-                    member.write(bytes(min(left, 1 << 20)))
-                    left -= min(left, 1 << 20)
-    return buffer.getvalue()
-
-
-def test_a_declared_shape_over_the_limit_is_refused_from_the_header():
+def test_a_declared_shape_over_the_limit_is_refused_from_thenpy_header():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("x.npy", _header((10**12, 6)) + b"\0" * 48)
-        archive.writestr("y.npy", _header((4,)) + b"\0" * 32)
+        archive.writestr("x.npy", npy_header((10**12, 6)) + b"\0" * 48)
+        archive.writestr("y.npy", npy_header((4,)) + b"\0" * 32)
     with pytest.raises(DatasetTooLarge, match=r"\(1000000000000, 6\)"):
         parse_dataset(buffer.getvalue())
 
 
 def test_a_compression_bomb_is_refused_fast_and_in_bounded_memory():
     rows = 2_000_000
-    data = _deflated_zeros(rows)                       # about 100 KB that would expand to 112 MB
+    data = deflated_zeros(rows)                       # about 100 KB that would expand to 112 MB
     expanded = 8 * 7 * rows
     assert len(data) * 100 < expanded < 512 << 20
     tracemalloc.start()
@@ -136,16 +119,16 @@ def test_the_ratio_allows_ordinary_compression_and_small_files():
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=rng.normal(size=(200, 8)), y=rng.normal(size=200))
     assert parse_dataset(buffer.getvalue(), max_expansion_ratio=2).n == 200
-    small = _deflated_zeros(1000)                       # 56 KB of zeros: under the 1 MiB floor
+    small = deflated_zeros(1000)                       # 56 KB of zeros: under the 1 MiB floor
     assert parse_dataset(small, max_expansion_ratio=1).n == 1000
 
 
 @pytest.mark.parametrize("name, content, message", [
     ("x", b"raw", "not an .npy array"),
     ("notes/", b"", "not an .npy array"),
-    ("x.npy", _header((4, 6))[:20], "unreadable"),
-    ("x.npy", _header((4, 6), descr="|O") + b"\0" * 8, "pickled"),
-    ("x.npy", _header((4, 6)) + b"\0" * 10, "truncated"),
+    ("x.npy", npy_header((4, 6))[:20], "unreadable"),
+    ("x.npy", npy_header((4, 6), descr="|O") + b"\0" * 8, "pickled"),
+    ("x.npy", npy_header((4, 6)) + b"\0" * 10, "truncated"),
 ])
 def test_members_that_are_not_npy_arrays_get_one_clear_line(name, content, message):
     buffer = io.BytesIO()
