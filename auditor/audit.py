@@ -23,7 +23,7 @@ from auditor.config import AuditConfig, planned_trials
 from auditor.data import Dataset
 from auditor.executors import Executor, InlineExecutor
 from auditor.strategies import Context, Verdict, plan, resolve
-from auditor.trials import Outcome, Problem, Trial
+from auditor.trials import Outcome, Problem, Screened, Trial, curves_of, mechanism_of, screens_of
 
 Progress = Callable[[int, int, str], None]          # (trials done, trials expected, phase)
 
@@ -91,11 +91,8 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     if screens is None:
         if progress:
             progress(len(outcomes), max(expected, len(outcomes)), "screening")
-        screens = problem.screens(seed=config.seed)
-    ordering = [screens[name] for name in problem.ordering if name in screens]
-    context = Context(n=dataset.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
-                      screen=_rank_max(ordering) if ordering else None,
-                      rank_is_bias=problem.rank_is_bias)
+        screens = screens_of(problem, seed=config.seed)[0]
+    context = search_context(problem, screens, config=config, budget=budget)
     while True:
         step = plan(strategy, context, outcomes)
         if isinstance(step, Verdict):
@@ -111,7 +108,7 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
             if progress:
                 progress(len(outcomes), max(expected, len(outcomes)), phase)
     # (the screens' and the kernels' training runs are diagnostics, not trials: not counted)
-    kernels = problem.kernels(step.flagged, seed=step.confirmation["seeds"][0])
+    kernels = curves_of(problem, step.flagged, seed=step.confirmation["seeds"][0])
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,
                        metric=problem.metric, seconds=time.perf_counter() - start)
@@ -123,6 +120,15 @@ def _phase(step: list[Trial], context: Context, strategy: str) -> str:
     if min(t.seed for t in step) >= context.seed + context.search_seeds:
         return "confirmation"
     return f"search ({strategy})"
+
+
+def search_context(problem, screens: dict[str, np.ndarray], *, config: AuditConfig, budget: int) -> Context:
+    """What the strategy knows of ``problem`` besides outcomes: its size, the order its
+    screens give the search, and the statistic of its mechanism."""
+    names = problem.ordering if isinstance(problem, Screened) else ()
+    ordering = [screens[name] for name in names if name in screens]
+    return Context(n=problem.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
+                   screen=_rank_max(ordering) if ordering else None, mechanism=mechanism_of(problem))
 
 
 def _rank_max(columns: list[np.ndarray]) -> np.ndarray:

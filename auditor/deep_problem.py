@@ -4,8 +4,9 @@
 sequence data with a trusted reference split: every trial trains one deep S4D classifier
 (:mod:`auditor.deep`) on its masked training set, all trials of a call in one vectorized
 :func:`auditor.deep.train_many`, and its outcome's ``error`` is the model's mean
-cross-entropy on the trusted split (lower is better). ``effective_rank`` is the entropy
-effective rank of the first layer's kernel matrix (H channels x L lags), a diagnostic.
+cross-entropy on the trusted split (lower is better). Its extra ``kernel_effective_rank`` is
+the entropy effective rank of the first layer's kernel matrix (H channels x L lags), a
+diagnostic only (``mechanism`` is None: crafted poisons need not move it).
 
 Screens and baselines (one training run on all data; HIGHER = MORE SUSPICIOUS)
 ------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class DeepAuditProblem:
     dtype: str = "float32"
     chunk: int = 0
     ordering: tuple[str, ...] = ORDERING
-    rank_is_bias: bool = False      # the kernel's rank is a diagnostic: crafted poisons need not move it
+    mechanism: str | None = None    # the kernel's rank is a diagnostic: crafted poisons need not move it
 
     @property
     def n(self) -> int:
@@ -108,7 +109,7 @@ class DeepAuditProblem:
         steps = self.train.steps(self.n)
         return [Outcome(key=t.key, error=float(error[m]), train_loss=float(result.loss[m]),
                         converged=bool(torch.isfinite(result.loss[m])), steps=steps,
-                        effective_rank=float(rank[m]))
+                        extras={"kernel_effective_rank": float(rank[m])})
                 for m, t in enumerate(trials)]
 
     def screens(self, *, seed: int) -> dict[str, np.ndarray]:

@@ -99,12 +99,9 @@ def build_evidence(result, dataset, config) -> dict:
 
 def audit_context(result, dataset, config) -> Context:
     """The :class:`~auditor.strategies.Context` the audit's strategy ran with."""
-    from auditor.audit import _rank_max, build_problem
+    from auditor.audit import build_problem, search_context
 
-    problem = build_problem(dataset, config)
-    ordering = [result.screens[name] for name in problem.ordering if name in result.screens]
-    return Context(n=dataset.n, seed=config.seed, budget=result.budget, confirm_seeds=config.confirm_seeds,
-                   screen=_rank_max(ordering) if ordering else None, rank_is_bias=problem.rank_is_bias)
+    return search_context(build_problem(dataset, config), result.screens, config=config, budget=result.budget)
 
 
 def _roles(verdict) -> dict[int, str]:
@@ -231,7 +228,7 @@ def _core_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict]
         if second is not None:
             rec["second_core_ratio"] = second
         rec.update(_core_reason(alone=len(group) == 1, past=bool((harm > tau).all()), shows=shows,
-                                mean=float(harm.mean()), rank_is_bias=context.rank_is_bias))
+                                mean=float(harm.mean()), rank_is_bias=context.mechanism is not None))
         out[i] = rec
     return out
 
@@ -286,7 +283,7 @@ def _group_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict
         rec = {"base": f"the clean base of {int(base.sum())} examples", "group_size": len(group), "seeds": seeds,
                "harm_log": harm, "control_ratio": np.exp(band).tolist(), "rank_rise": rise.tolist(),
                "rank_band": rank_band.tolist()}
-        if context.rank_is_bias:
+        if context.mechanism is not None:
             shows = bool((rise > rank_band).all())
             rec.update(test="group_mechanism", decided_by=(
                 "group testing, step 2: removed in the clean-base search, added back to the clean base; "

@@ -8,7 +8,8 @@
 ``unconverged``     of those, the models that stopped at ``max_steps`` before their training
                     loss reached the fitting threshold
 ``generalization``  ``with_all`` / ``without_flagged`` / ``without_random`` error summaries
-                    (``geomean``, ``ci95``, ``errors``, ``effective_rank``) and ``metric``
+                    (``geomean``, ``ci95``, ``errors``, ``extras``: the mean of each of the
+                    model's diagnostics, e.g. ``effective_rank``) and ``metric``
 ``confirmation``    ``confirmed``, ``p_value``, ``effect_log_ratio``, ``effect_ci95``,
                     ``error_ratio``, ``p_value_vs_random``, ``error_ratio_vs_random`` (against
                     removing a random set of the same size), ``rank_drop``, ``rank_drop_ci95``,
@@ -53,7 +54,7 @@ CONFIRMATION_KEYS = ("confirmed", "p_value", "effect_log_ratio", "effect_ci95", 
                      "p_value_vs_random", "error_ratio_vs_random", "rank_drop", "rank_drop_ci95",
                      "p_value_rank", "harm_confirmed", "rank_checked", "seeds")
 GENERALIZATION_GROUPS = ("with_all", "without_flagged", "without_random")
-SUMMARY_KEYS = ("geomean", "ci95", "errors", "effective_rank")
+SUMMARY_KEYS = ("geomean", "ci95", "errors", "extras")
 
 
 # --------------------------------------------------------------------------- JSON safety

@@ -192,9 +192,12 @@ def _generalization(report: dict) -> dict | None:
         return None
     names = {"with_all": "all data", "without_flagged": "without the removed set",
              "without_random": "without as many random examples"}
-    rows = [(names[g], num(gen[g].get("geomean")), interval(gen[g].get("ci95")), num(gen[g].get("effective_rank")),
-             per_seed(gen[g].get("errors"))) for g in groups]
-    return {"rows": rows, "plot": _img(plots.plot_generalization(gen, groups))}
+    extras = sorted({name for g in groups for name in gen[g].get("extras") or {}})
+    rows = [(names[g], num(gen[g].get("geomean")), interval(gen[g].get("ci95")),
+             [num((gen[g].get("extras") or {}).get(name)) for name in extras], per_seed(gen[g].get("errors")))
+            for g in groups]
+    return {"rows": rows, "extras": [name.replace("_", " ") for name in extras],
+            "plot": _img(plots.plot_generalization(gen, groups))}
 
 
 def _sequence_plot(report: dict, evidence: list[dict]) -> str | None:

@@ -68,10 +68,10 @@ class Context:
     search_seeds : int, seeds every search decision is checked under
     screen : ndarray (n,) or None, suspicion scores that order the search
     alpha : float, significance level of the confirmation
-    rank_is_bias : bool, whether the outcomes' ``effective_rank`` measures the implicit bias
-        that the poisons distort (the SSM students' A); the strategies then flag only
-        examples that raise it (:func:`_rank_band`), and a verdict also needs removing the
-        flagged set to lower it (:func:`confirm`)
+    mechanism : str or None, the name of the outcomes' extra that measures the implicit bias
+        the poisons distort (``effective_rank`` of the SSM students' A); the strategies then
+        flag only examples that raise it (:func:`_rank_band`), and a verdict also needs
+        removing the flagged set to lower it (:func:`confirm`)
     """
 
     n: int
@@ -81,7 +81,7 @@ class Context:
     search_seeds: int = 2
     screen: np.ndarray | None = None
     alpha: float = 0.05
-    rank_is_bias: bool = False
+    mechanism: str | None = None
 
 
 @dataclass
@@ -263,7 +263,7 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     details.update(group_size=int(max(len(g) for g in groups)), reference_error=reference.tolist(),
                    control_band=band.tolist(), settled=int(settled.sum()))
 
-    if context.rank_is_bias:
+    if context.mechanism is not None:
         # (3') where the rank measures the implicit bias, the poisons among the removed are the
         # examples whose group, added to the base, raised it beyond every perturbation of the base
         # (trained already); the harm of the removed together is what the prefix search found and
@@ -365,7 +365,7 @@ def _errors(oracle: Oracle, masks: list[np.ndarray], context: Context,
     seeds = seeds or [context.seed + j for j in range(context.search_seeds)]
     outs = oracle.ask([Trial(m, s) for m in masks for s in seeds])
     k = len(seeds)
-    values = [o.effective_rank if rank else max(o.error, 1e-12) for o in outs]
+    values = [o.extra(context.mechanism) if rank else max(o.error, 1e-12) for o in outs]
     return [np.array(values[i * k:(i + 1) * k]) for i in range(len(masks))]
 
 
@@ -624,13 +624,14 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # addition raises the effective rank above the controls' median, against the controls' band
     rise = np.full((len(seeds), n), np.nan)                                 # (S, n)
     mechanism = None
-    if context.rank_is_bias and controls:
-        mechanism = _rank_band(_errors(oracle, [_with(core, [c]) for c in controls], context, seeds=seeds, rank=True))
+    if context.mechanism is not None and controls:
+        mechanism = (context.mechanism,
+                     *_rank_band(_errors(oracle, [_with(core, [c]) for c in controls], context, seeds=seeds, rank=True)))
 
     def shows(i: int) -> bool:
         """Whether example i (or the smallest group it was tested in) raised the core's rank
         past the band under every seed (false where that was not measured)."""
-        return bool((rise[:, i] > mechanism[1]).all())
+        return bool((rise[:, i] > mechanism[2]).all())
 
     def poison_like(i: int) -> bool:
         """``shows(i)``, or true where there is no mechanism or it was not measured."""
@@ -770,13 +771,13 @@ def _least_to_remove(oracle: Oracle, context: Context, strong: list[int], weaker
 def _test(oracle: Oracle, seeds: list[int], core: np.ndarray, core_error: np.ndarray, groups: list[list[int]],
           harm: np.ndarray, tau: np.ndarray, alone: np.ndarray | None = None,
           reserve: int | None = None, *, rise: np.ndarray | None = None,
-          mechanism: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[int]]:
+          mechanism: tuple[str, np.ndarray, np.ndarray] | None = None) -> list[list[int]]:
     """Add each group to the core under each seed; split groups harmful under any seed (h >
     ``tau``) in halves until single examples; write each example's harm (S, n) (its group's
     while it was not tested alone) and mark in ``alone`` (n,) the examples tested alone.
 
-    With a ``mechanism`` (centre (S,), band (S,)), each example's ``rise`` (S, n) of the
-    effective rank over the centre is written alike, and only groups that also raised it
+    With a ``mechanism`` (the statistic's name, centre (S,), band (S,)), each example's
+    ``rise`` (S, n) of the statistic over the centre is written alike, and only groups that also raised it
     past the band under some seed are split or left whole: a group without the poisons'
     mechanism holds none of them. With a ``reserve``, splits stop where they would leave
     fewer than ``reserve`` trials of the search budget, the most harmful groups (by their
@@ -793,9 +794,9 @@ def _test(oracle: Oracle, seeds: list[int], core: np.ndarray, core_error: np.nda
             if alone is not None and len(g) == 1:
                 alone[g] = True
             if mechanism is not None:
-                r = np.array([o.effective_rank for o in own]) - mechanism[0]
+                r = np.array([o.extra(mechanism[0]) for o in own]) - mechanism[1]
                 rise[:, g] = r[:, None]
-                if not (r > mechanism[1]).any():
+                if not (r > mechanism[2]).any():
                     continue
             if len(g) > 1 and (h > tau).any():
                 split.append((-float(h.max()), g))
@@ -905,7 +906,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
         result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"]), margin=MIN_EFFECT))
         vs_random = _paired_effect(_log_ratios(groups["without_random"], groups["without_flagged"]))
         result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
-        drop = np.array([a.effective_rank - b.effective_rank
+        drop = np.array([a.extra(context.mechanism) - b.extra(context.mechanism)
                          for a, b in zip(groups["with_all"], groups["without_flagged"])])   # (seeds,)
         rank = _paired_effect(drop[np.isfinite(drop)], margin=MIN_RANK_RISE)
         result.update(rank_drop=rank["effect_log_ratio"], rank_drop_ci95=rank["effect_ci95"],
@@ -916,9 +917,10 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
 def _summary(outs: list[Outcome]) -> dict:
     logs = np.array([_log_error(o) for o in outs])
     lo, hi = _t_interval(logs)
+    names = sorted({name for o in outs for name in o.extras})
     return {"errors": [o.error for o in outs], "geomean": float(np.exp(logs.mean())),
             "ci95": [float(np.exp(lo)), float(np.exp(hi))],
-            "effective_rank": float(np.mean([o.effective_rank for o in outs]))}
+            "extras": {name: float(np.nanmean([o.extra(name) for o in outs])) for name in names}}
 
 
 def _t_interval(values: np.ndarray) -> tuple[float, float]:
@@ -953,8 +955,8 @@ def _finish(flagged: list[int], scores: np.ndarray, context: Context, oracle: Or
     harm = (bool(flagged) and confirmation["effect_log_ratio"] > 0
             and max(confirmation["p_value"], confirmation["p_value_vs_random"]) < context.alpha)
     # where the rank measures the implicit bias, harm without the poisons' mechanism is not theirs
-    confirmed = harm and (not context.rank_is_bias or confirmation["p_value_rank"] < context.alpha)
-    confirmation.update(confirmed=confirmed, harm_confirmed=harm, rank_checked=context.rank_is_bias)
+    confirmed = harm and (context.mechanism is None or confirmation["p_value_rank"] < context.alpha)
+    confirmation.update(confirmed=confirmed, harm_confirmed=harm, rank_checked=context.mechanism is not None)
     if flagged and not confirmed:
         details["unconfirmed"] = flagged
         flagged = []

@@ -172,8 +172,9 @@ class TorchProblem:
     Outcomes: ``error`` is the trained model's loss on the trusted set (mean squared error
     or cross-entropy), ``train_loss`` its loss on its own kept examples, ``converged``
     whether it reached ``stop_loss`` (without one: whether the loss is finite), ``steps``
-    its updates; ``effective_rank`` is NaN (no implicit-bias diagnostic for an arbitrary
-    model, so ``rank_is_bias`` is False). ``kernels`` returns no curves.
+    its updates; no ``extras`` (an arbitrary model has no implicit-bias diagnostic, so there
+    is no ``mechanism``) and no report curves (it implements :class:`auditor.trials.Screened`
+    and :class:`auditor.trials.Placeable` only).
     """
 
     x: np.ndarray
@@ -185,7 +186,6 @@ class TorchProblem:
     max_steps: int
     device: str = "cpu"
     ordering: tuple[str, ...] = ("loss_trajectory",)
-    rank_is_bias: bool = False
     checkpoints: int = field(default=20, compare=False)
 
     @property
@@ -208,8 +208,7 @@ class TorchProblem:
         result = self.fit(np.stack([np.asarray(t.mask, bool) for t in trials]), [t.seed for t in trials])
         error = torch.nan_to_num(self.evaluate(result), nan=float("inf"))
         return [Outcome(key=t.key, error=float(error[m]), train_loss=float(result.loss[m]),
-                        converged=bool(result.converged[m]), steps=int(result.steps[m]),
-                        effective_rank=float("nan"))
+                        converged=bool(result.converged[m]), steps=int(result.steps[m]))
                 for m, t in enumerate(trials)]
 
     def evaluate(self, result: "FitResult") -> torch.Tensor:
@@ -224,10 +223,6 @@ class TorchProblem:
         from auditor.torch_screens import run_torch_screens
 
         return run_torch_screens(self, seed=seed, checkpoints=self.checkpoints)
-
-    def kernels(self, flagged: list[int], *, seed: int) -> dict[str, list[float]]:
-        """No curves: an arbitrary model has no impulse response to plot."""
-        return {}
 
     def on_device(self, device: str) -> "TorchProblem":
         return self if device == self.device else replace(self, device=device)

@@ -3,7 +3,7 @@
 A *trial* is (mask over the n training examples, seed): train one student on the masked
 set from that seed. Its *outcome* is what the trained model shows: the error on the trusted
 reference set (or, without one, a label-free implicit-bias diagnostic), the train loss and
-the effective rank of A. Trials are deterministic given their mask and seed, so their key
+the model's own diagnostics (``extras``). Trials are deterministic given their mask and seed, so their key
 identifies the result: a retried or duplicated trial is harmless and stored outcomes are
 never recomputed.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -62,12 +62,15 @@ class Outcome:
     ----------
     key : the trial's key
     error : float
-        The audit's generalization measure (lower is better): relative error on the trusted
-        reference set, or the effective rank of A when there is no reference set.
+        The audit's generalization measure (lower is better), as the problem's ``metric``
+        says: e.g. the relative error on the trusted reference set.
     train_loss : float
     converged : bool
+        Whether training met its stopping rule before its step cap.
     steps : int
-    effective_rank : float
+    extras : dict[str, float]
+        The model's own diagnostics, by name (e.g. ``effective_rank`` of A for the paper's
+        SSM students); empty for a model without any. Absent and NaN mean "not measured".
     """
 
     key: str
@@ -75,33 +78,43 @@ class Outcome:
     train_loss: float
     converged: bool
     steps: int
-    effective_rank: float
+    extras: dict[str, float] = field(default_factory=dict)
+
+    def extra(self, name: str | None) -> float:
+        """The diagnostic ``name`` (NaN where the model does not report it)."""
+        value = self.extras.get(name) if name else None
+        return math.nan if value is None else float(value)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in GENERIC} | {"extras": dict(self.extras)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Outcome":
-        """The outcome ``to_dict`` wrote; a float stored as null (JSON has no NaN) is NaN again."""
-        values = {k: d[k] for k in cls.__dataclass_fields__}
-        for name in ("error", "train_loss", "effective_rank"):
-            if values[name] is None:
-                values[name] = math.nan
-        return cls(**values)
+        """The outcome ``to_dict`` wrote, now or before ``extras`` existed (when a model's
+        diagnostics sat beside the generic fields, as ``effective_rank`` did). A float stored
+        as null (JSON has no NaN) is NaN again."""
+        values = {name: d[name] for name in GENERIC}
+        for name in ("error", "train_loss"):
+            values[name] = _float(values[name])
+        legacy = {name: value for name, value in d.items() if name not in GENERIC and name != "extras"}
+        extras = {name: _float(value) for name, value in (legacy | dict(d.get("extras") or {})).items()}
+        return cls(**values, extras=extras)
+
+
+GENERIC = ("key", "error", "train_loss", "converged", "steps")     # what every model's outcome has
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
 
 
 class Problem(Protocol):
-    """What an audit retrains: any student on any data, behind four members.
+    """What an audit retrains: any student on any data. The engine needs only these three
+    members; the optional capabilities below are separate protocols.
 
-    Executors only call :meth:`run`; the audit loop also asks for screen scores and for
-    the diagnostic curves the report plots. :class:`AuditProblem` (the diagonal SSM) is
-    one implementation.
+    A problem crosses process boundaries (Ray pickles it to its workers), so it must be
+    picklable: plain data and importable classes, no lambdas or open handles.
     """
-
-    device: str
-    ordering: tuple[str, ...]       # screens whose scores order the search (each example's highest rank)
-    rank_is_bias: bool              # whether an outcome's effective_rank measures the implicit bias that
-                                    # the poisons distort (a verdict then needs their removal to lower it)
 
     @property
     def n(self) -> int:
@@ -114,15 +127,64 @@ class Problem(Protocol):
     def run(self, trials: list[Trial]) -> list[Outcome]:
         """Train every trial's model (batched); outcomes in the trials' order."""
 
+
+@runtime_checkable
+class Screened(Protocol):
+    """A problem that scores examples before the search, to order it (never to cap it)."""
+
+    ordering: tuple[str, ...]       # screens whose scores order the search (each example's highest rank)
+
     def screens(self, *, seed: int) -> dict[str, np.ndarray]:
         """Per-example screen scores (higher = more suspicious) from one training run."""
 
+
+@runtime_checkable
+class Diagnosed(Protocol):
+    """A problem whose outcomes carry a statistic of the implicit bias the poisons distort."""
+
+    # the name of that statistic in ``Outcome.extras`` (``effective_rank`` for the paper's
+    # SSM students: poisons raise the effective rank of A), or None where the model's extras
+    # are diagnostics only; a verdict then also needs removing the flagged set to lower it
+    mechanism: str | None
+
+
+@runtime_checkable
+class Curved(Protocol):
+    """A problem that draws curves for the report."""
+
     def kernels(self, flagged: list[int], *, seed: int) -> dict[str, list[float]]:
-        """Curves for the report: the model trained on all data (``with_all``) and without
-        the flagged set (``without_flagged``)."""
+        """Curves of the model trained on all data (``with_all``) and without the flagged set
+        (``without_flagged``)."""
+
+
+@runtime_checkable
+class Placeable(Protocol):
+    """A problem that can move to another device (a worker's own GPU or CPU)."""
 
     def on_device(self, device: str) -> "Problem":
-        """The same problem run on ``device`` (a worker's own GPU or CPU)."""
+        """The same problem run on ``device``."""
+
+
+def screens_of(problem: Problem, *, seed: int) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The problem's screen scores and the names that order the search (none without screens)."""
+    if not isinstance(problem, Screened):
+        return {}, ()
+    return problem.screens(seed=seed), tuple(problem.ordering)
+
+
+def mechanism_of(problem: Problem) -> str | None:
+    """The name of the problem's implicit-bias statistic in ``Outcome.extras``, if any."""
+    return problem.mechanism if isinstance(problem, Diagnosed) else None
+
+
+def curves_of(problem: Problem, flagged: list[int], *, seed: int) -> dict[str, list[float]]:
+    """The problem's report curves (none for a problem that draws none)."""
+    return problem.kernels(flagged, seed=seed) if isinstance(problem, Curved) else {}
+
+
+def placed_on(problem: Problem, device: str) -> Problem:
+    """``problem`` on ``device``; a problem that cannot move stays as it is."""
+    return problem.on_device(device) if isinstance(problem, Placeable) else problem
 
 
 @dataclass(frozen=True)
@@ -153,7 +215,7 @@ class AuditProblem:
     # trusted set flips sign between placements and only reports.
     ordering: tuple[str, ...] = ("gamma0", "trace_push", "loss_trajectory")
     # the paper's mechanism: poisons raise the effective rank of A (all its entries together)
-    rank_is_bias: bool = True
+    mechanism: str | None = "effective_rank"
 
     @property
     def n(self) -> int:
@@ -217,5 +279,5 @@ def _run_ssm(problem: AuditProblem, trials: list[Trial]) -> list[Outcome]:
     error = torch.nan_to_num(error, nan=float("inf"))
     return [Outcome(key=t.key, error=float(error[m]), train_loss=float(result.loss[m]),
                     converged=bool(result.converged[m]), steps=int(result.steps[m]),
-                    effective_rank=float(rank[m]))
+                    extras={"effective_rank": float(rank[m])})
             for m, t in enumerate(trials)]

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import ray
 
-from auditor.trials import Outcome, Problem, Trial, run_trials
+from auditor.trials import Outcome, Problem, Trial, placed_on, run_trials
 
 PROBLEMS_KEPT = 8          # problems (audits) an actor keeps between chunks
 
@@ -36,7 +36,7 @@ class Retrainer:
         passes the reference, fetched once per actor and kept by ``problem_key``)."""
         problem = self.problems.pop(problem_key, None)
         if problem is None:
-            problem = ray.get(problem_ref[0]).on_device(self.device)
+            problem = placed_on(ray.get(problem_ref[0]), self.device)
         self.problems[problem_key] = problem
         while len(self.problems) > PROBLEMS_KEPT:
             self.problems.popitem(last=False)

@@ -140,5 +140,5 @@ def test_a_named_user_model_runs_trials_and_pickles(user_module):
     from auditor.trials import Trial
 
     trials = [Trial(np.arange(40) % 3 > 0, 5), Trial(np.ones(40, bool), 6)]
-    assert repr(back.run(trials)) == repr(problem.run(trials))       # exact floats; effective_rank is NaN
+    assert repr(back.run(trials)) == repr(problem.run(trials))       # exact floats
     assert [o.steps for o in problem.run(trials)] == [7, 7]

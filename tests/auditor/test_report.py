@@ -62,7 +62,7 @@ def test_contract_fields(report, audited):
     gen = report["generalization"]
     assert gen["metric"] == result.metric
     for name in ("with_all",) + (("without_flagged", "without_random") if report["confirmation"]["tested"] else ()):
-        assert set(gen[name]) == {"geomean", "ci95", "errors", "effective_rank"}
+        assert set(gen[name]) == {"geomean", "ci95", "errors", "extras"}
         assert len(gen[name]["ci95"]) == 2 and len(gen[name]["errors"]) == len(report["confirmation"]["seeds"])
     conf = report["confirmation"]
     assert type(conf["confirmed"]) is bool and conf["seeds"] == result.verdict.confirmation["seeds"]
@@ -192,9 +192,9 @@ def test_html_large_n_stays_small():
         "flagged": poisons[:40], "scores": scores, "trials": 300, "strategy": "group", "budget": 220,
         "generalization": {"metric": "trusted-set relative error",
                            "with_all": {"geomean": 2.0, "ci95": [1.0, 4.0], "errors": [1.5, 2.5],
-                                        "effective_rank": 9.0},
+                                        "extras": {"effective_rank": 9.0}},
                            "without_flagged": {"geomean": 0.2, "ci95": [0.1, 0.4], "errors": [0.2, 0.2],
-                                               "effective_rank": 3.0}},
+                                               "extras": {"effective_rank": 3.0}}},
         "confirmation": {"confirmed": True, "p_value": 0.01, "error_ratio": 10.0, "effect_ci95": [1.0, 3.0],
                          "seeds": [1000, 1001], "tested": poisons[:40]},
         "evaluation": {"precision": 1.0, "recall": 0.8, "auroc": 0.7, "precision_at_k": 0.6, "recall_at_k": 0.6,

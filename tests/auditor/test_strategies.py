@@ -88,13 +88,13 @@ def test_only_examples_that_raise_the_rank_are_flagged_where_it_measures_the_imp
     error_of = _share_harm(weight, factor=lambda mask, seed: 1.0 + 2.0 * mask[5:10].sum())
     screen = -np.arange(n, dtype=float)
     flagged = {}
-    for rank_is_bias in (True, False):
-        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, rank_is_bias=rank_is_bias)
+    for mechanism in ("effective_rank", None):
+        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, mechanism=mechanism)
         verdict, _ = _synthetic_audit(context, error_of, _rank_of_poisons(np.arange(5)), strategy)
         assert verdict.confirmation["confirmed"]
-        flagged[rank_is_bias] = verdict.flagged
-    assert flagged[True] == list(range(5))
-    assert set(range(5)) < set(flagged[False]) <= set(range(10))
+        flagged[mechanism] = verdict.flagged
+    assert flagged["effective_rank"] == list(range(5))
+    assert set(range(5)) < set(flagged[None]) <= set(range(10))
 
 
 @pytest.mark.parametrize("strategy", ["group", "core"])
@@ -108,12 +108,12 @@ def test_a_poison_whose_harm_hides_in_the_noise_is_flagged_on_its_mechanism(stra
     screen = -np.arange(n, dtype=float)
     screen[4] = -1.5                                   # the screen ranks it among the strong ones
     flagged = {}
-    for rank_is_bias in (True, False):
-        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, rank_is_bias=rank_is_bias)
+    for mechanism in ("effective_rank", None):
+        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, mechanism=mechanism)
         verdict, _ = _synthetic_audit(context, _share_harm(weight), _rank_of_poisons(np.arange(5)), strategy)
-        flagged[rank_is_bias] = verdict.flagged
-    assert flagged[True] == list(range(5))
-    assert flagged[False] == list(range(4))
+        flagged[mechanism] = verdict.flagged
+    assert flagged["effective_rank"] == list(range(5))
+    assert flagged[None] == list(range(4))
 
 
 def test_group_testing_splits_the_groups_that_raised_the_rank():
@@ -122,7 +122,7 @@ def test_group_testing_splits_the_groups_that_raised_the_rank():
     n = 60
     weight = np.zeros(n)
     weight[[0, 2, 4, 6]] = 20.0
-    context = Context(n=n, budget=60, screen=-np.arange(n, dtype=float), confirm_seeds=2, rank_is_bias=True)
+    context = Context(n=n, budget=60, screen=-np.arange(n, dtype=float), confirm_seeds=2, mechanism="effective_rank")
     verdict, _ = _synthetic_audit(context, _share_harm(weight), _rank_of_poisons(np.array([0, 2, 4, 6])), "group")
     assert verdict.details["group_size"] >= 2
     assert verdict.flagged == [0, 2, 4, 6]
@@ -149,7 +149,7 @@ def test_leave_one_out_and_banzhaf_score_every_example():
 
 def _outcome(key, error, rank=1.0):
     from auditor.trials import Outcome
-    return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, effective_rank=rank)
+    return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, extras={"effective_rank": rank})
 
 
 def test_default_group_budget_at_n_1000_is_under_a_quarter_of_leave_one_out():
@@ -419,7 +419,7 @@ def test_a_verdict_needs_the_poisons_mechanism_where_the_rank_measures_the_impli
         return 7.0 + 0.05 * np.sin(3 * seed + mask.sum())
 
     def verdict(rank_of, rank_is_bias):
-        context = Context(n=n, confirm_seeds=6, budget=0, rank_is_bias=rank_is_bias)
+        context = Context(n=n, confirm_seeds=6, budget=0, mechanism="effective_rank" if rank_is_bias else None)
         return _answer(lambda oracle: _finish([3], np.zeros(n), context, oracle, {}), harmful, budget=0,
                        rank_of=rank_of)
 

@@ -21,7 +21,7 @@ from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import save_dataset, validate_arrays
 from auditor.torch_model import SCREENS, TorchModel, TorchProblem, train_many, train_one
-from auditor.trials import Trial
+from auditor.trials import Curved, Diagnosed, Placeable, Screened, Trial, curves_of
 from tests.auditor.torch_models_fixture import classifier, mlp, ssm
 
 SET = make_benchmark(BenchmarkSpec(kind="standalone", n=40, poison_fraction=0.1, length=6, seed=3))
@@ -91,17 +91,20 @@ def _problem(model=None, **arrays) -> TorchProblem:
 def test_the_problem_implements_the_protocol():
     problem = _problem()
     assert problem.n == 40 and problem.metric == "trusted-set mean squared error"
-    assert problem.rank_is_bias is False and problem.ordering == ("loss_trajectory", "gradient_norm")
+    assert problem.ordering == ("loss_trajectory", "gradient_norm")
+    # the narrow seam: screens and a device, no mechanism statistic and no curves
+    assert isinstance(problem, Screened) and isinstance(problem, Placeable)
+    assert not isinstance(problem, Diagnosed) and not isinstance(problem, Curved)
     trials = [Trial(np.arange(40) % 2 == 0, 0), Trial(np.ones(40, bool), 1)]
     outs = problem.run(trials)
     assert [o.key for o in outs] == [t.key for t in trials]
     fit = problem.fit(np.stack([t.mask for t in trials]), [0, 1])
     assert [o.error for o in outs] == problem.evaluate(fit).tolist()
-    assert all(np.isnan(o.effective_rank) and o.steps == 60 and o.converged for o in outs)
+    assert all(o.extras == {} and o.steps == 60 and o.converged for o in outs)
     screens = problem.screens(seed=0)
     assert set(screens) == set(SCREENS)
     assert all(s.shape == (40,) and np.isfinite(s).all() and s.std() > 0 for s in screens.values())
-    assert problem.kernels([1, 2], seed=0) == {}
+    assert curves_of(problem, [1, 2], seed=0) == {}
     assert problem.on_device("cpu") is problem
     back = pickle.loads(pickle.dumps(problem))
     assert repr(back.run(trials)) == repr(outs)

@@ -204,18 +204,23 @@ def test_pagination_and_cursors(session, dataset):
             repository.decode_cursor(bad)
 
 
-def test_an_outcome_without_an_effective_rank_resumes_as_nan(session, dataset):
-    """A model without a rank (a user's TorchModel) stores NaN, which JSON keeps as null."""
+def test_outcomes_without_extras_and_as_stored_before_extras_resume(session, dataset):
+    """A model without diagnostics (a user's TorchModel) stores no extras; an outcome stored
+    before extras existed (the SSM's effective rank beside the generic fields, NaN as null)
+    resumes with it as an extra."""
     import math
 
     from auditor.trials import Outcome
 
     audit_id = _queue(session, dataset)[0]
-    outcome = Outcome(key="t0", error=0.5, train_loss=0.01, converged=True, steps=40, effective_rank=math.nan)
-    repository.store_outcomes(session, audit_id, [("t0", [True] * 13, 3, outcome.to_dict())])
-    (stored,) = repository.list_outcomes(session, audit_id)
-    back = Outcome.from_dict(stored.metrics)
-    assert math.isnan(back.effective_rank) and back.error == 0.5 and back.steps == 40
+    bare = Outcome(key="t0", error=0.5, train_loss=0.01, converged=True, steps=40)
+    legacy = {"key": "t1", "error": 0.25, "train_loss": 0.02, "converged": False, "steps": 50,
+              "effective_rank": None}
+    repository.store_outcomes(session, audit_id, [("t0", [True] * 13, 3, bare.to_dict()),
+                                                  ("t1", [True] * 13, 4, legacy)])
+    back = {o.trial_key: Outcome.from_dict(o.metrics) for o in repository.list_outcomes(session, audit_id)}
+    assert back["t0"] == bare
+    assert back["t1"].error == 0.25 and not back["t1"].converged and math.isnan(back["t1"].extra("effective_rank"))
 
 
 # --- fair claims and quotas ----------------------------------------------------------------------
