@@ -239,17 +239,17 @@ def initial_a(init: str, d_state: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     ``s4d-lin``   S4D-Lin (Gu et al. 2022, Sec. 4): A_n = -1/2 + i pi n, B_n = 1 (the
                   default, formerly named "lin"; "inv" is now ``s4d-inv``).
     ``s4d-inv``   S4D-Inv (ibid.): A_n = -1/2 + i (N/pi) (N/(2n+1) - 1), B_n = 1.
-    ``s4d-legs``  S4D-LegS (ibid.; S4, Gu, Goel, Re, ICLR 2022, Sec. 3): the diagonal of the
-                  normal part of HiPPO-LegS,
+    ``s4d-legs``  S4D-LegS (ibid.; S4, Gu, Goel, Re, ICLR 2022, Sec. 3): the eigenvalues
+                  of the normal part of HiPPO-LegS,
                   A^N = A + P P^T = -I/2 + S,  S_nk = -sqrt(2n+1) sqrt(2k+1) / 2 (n > k),
                   S = -S^T, P_n = sqrt(n + 1/2): A_n = -1/2 + i lambda_n with lambda_n > 0
-                  the eigenvalues of -i S (unit eigenvectors v_n), B_n = v_n^* B with
-                  B = (sqrt(2k+1))_k HiPPO-LegS's input vector. The phase of each v_n is free; it
-                  is chosen so that B_n = |v_n^* B| >= 0 (C ~ CN(0, 1) is circularly
-                  symmetric, so the law of C_n B_n depends on |B_n| alone). S4's own code
-                  also clips Im B_n to [-2, 2] in its phase convention; that is not done
-                  here. The conjugate half (lambda < 0, conj(B_n)) gives the same kernel
-                  with conj(C), which has C's law.
+                  the eigenvalues of -i S (unit eigenvectors v_n), and B_n = v_n^* B with
+                  B_k = sqrt(2k+1) HiPPO-LegS's input vector. The phase of each v_n is
+                  free; it is chosen so that B_n = |v_n^* B| >= 0 (C ~ CN(0, 1) is
+                  circularly symmetric, so the law of C_n B_n depends on |B_n| alone).
+                  S4's own code also clips Im B_n to [-2, 2] in its phase convention;
+                  that is not done here. The conjugate half (lambda < 0, conj(B_n)) gives
+                  the same kernel with conj(C), which has C's law.
 
     n = 0..K-1. Every init here has Re A = -1/2 (log_a_re = log(1/2)).
     """
