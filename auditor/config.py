@@ -37,6 +37,9 @@ class AuditConfig(BaseModel):
 
         return check_model_name(value, allow_import=True)
 
+    deep_init: Literal["s4d-lin", "s4d-inv", "s4d-legs"] = Field(
+        "s4d-lin", description="initial diagonal A of the s4d classifier: S4D-Lin, S4D-Inv or S4D-LegS "
+        "(auditor.deep.initial_a, docs/models.md)")
     state_dim: int = Field(10, ge=1, le=512, description="SSM state dimension d")
     # 50 000: training slows with the sequence length (measured on clean sets of 200: 6 000 steps
     # to fit at length 6, 10 000 at 8, 18 000-20 000 at 9), and a model stopped before it fits

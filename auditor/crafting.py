@@ -14,6 +14,8 @@ and the adversarial gradient g_s:
                + lam * sum_p sum_l omega_l delta_pl^2 / (P eps^2)                         (1)
     L_p = mean_p CE(f(x_p + delta_p), y_p),   omega_l = 1 - l / (L - 1)   (l = 0..L-1)       (2)
 
+(with c input channels, delta_pl is a vector and delta_pl^2 its squared norm)
+
 Training on the poisons moves theta along -grad L_p, hence (when (1) is small) along -g_s:
 
 ``targeted``    g = grad_theta mean_t CE(f(x_t), y_adv): descending it teaches chosen
@@ -96,9 +98,9 @@ class Crafted:
 
     Attributes
     ----------
-    x : array (n, L), the training set with the poisons perturbed
+    x : array (n, L) or (n, L, c), the training set with the poisons perturbed
     poison : array (P,) int, indices of the perturbed examples
-    delta : array (P, L), their perturbations
+    delta : array (P, L) or (P, L, c), their perturbations
     targets : array (T,) int or None, indices into the attacker's target pool (``targeted``)
     adversarial_class : int or None
     stats : dict, objective before/after, late-energy share, seconds
@@ -135,9 +137,11 @@ def flat_grad(params: Params, x: torch.Tensor, y: torch.Tensor, *, pool: str = "
     return sign * torch.cat([g.reshape(M, -1) for g in grads], 1)
 
 
-def late_weights(length: int, *, dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """omega_l of eq. (2): 1 at the first position, 0 at the last, (L,)."""
-    return 1.0 - torch.arange(length, dtype=dtype, device=device) / max(length - 1, 1)
+def late_weights(length: int, *, channels: bool = False, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """omega_l of eq. (2): 1 at the first position, 0 at the last: (L,), or (L, 1) for
+    ``channels`` (inputs (P, L, c): every channel of a position weighs the same)."""
+    omega = 1.0 - torch.arange(length, dtype=dtype, device=device) / max(length - 1, 1)   # (L,)
+    return omega.unsqueeze(-1) if channels else omega
 
 
 def late_share(delta: np.ndarray, *, last: int) -> float:
@@ -153,7 +157,7 @@ def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, 
 
     Parameters
     ----------
-    x : array (n, L) in [0, 1]; y : array (n,) int
+    x : array (n, L) or (n, L, c) in [0, 1]; y : array (n,) int
     spec, train : the architecture and training the attacker assumes (victims retrain from
         seeds the attacker does not know)
     config : CraftConfig
@@ -176,7 +180,7 @@ def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, 
     start_time = time.perf_counter()
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
-    n, L = x.shape
+    n, L = x.shape[:2]
     rng = np.random.default_rng([seed, 0xA77AC])
     sur = surrogates(spec, train, x, y, seeds=[10_000 + 97 * seed + s for s in range(config.surrogates)],
                      checkpoints=config.checkpoints, dtype=dtype, device=device)
@@ -196,9 +200,9 @@ def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, 
     n_poison = min(n_poison, len(pool))
     poison = _select(sur, x, y, pool, n_poison, config.selection, rng=rng, dtype=dtype, device=device,
                      readout=spec.pool)
-    xp = torch.as_tensor(x[poison], dtype=dtype, device=device)                          # (P, L)
+    xp = torch.as_tensor(x[poison], dtype=dtype, device=device)                          # (P, L) or (P, L, c)
     yp = torch.as_tensor(y[poison], dtype=torch.long, device=device)
-    omega = late_weights(L, dtype=dtype, device=device)
+    omega = late_weights(L, channels=x.ndim == 3, dtype=dtype, device=device)              # (L,) or (L, 1)
 
     def objective(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = flat_grad(sur, xp + delta, yp, pool=spec.pool, create_graph=True)                         # (M_s, P)
@@ -247,7 +251,7 @@ def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, 
 
 
 def collision_start(x_poison: np.ndarray, x_targets: np.ndarray, *, eps: float, late: int) -> torch.Tensor:
-    """Eq. (3): the poisons' last ``late`` elements moved toward the targets' (P, L), float64."""
+    """Eq. (3): the poisons' last ``late`` elements moved toward the targets' (P, L) or (P, L, c), float64."""
     x_poison = np.asarray(x_poison, np.float64)
     src = np.asarray(x_targets, np.float64)[np.arange(len(x_poison)) % len(x_targets)]
     delta = np.zeros_like(x_poison)

@@ -318,14 +318,15 @@ MAX_CLASSES = 1000
 def check_auditable(dataset: Dataset) -> None:
     """Raise :class:`DatasetError` unless an audit can run on ``dataset``.
 
-    A valid file is not always auditable: the audit trains single-channel students
-    (x (n, k)); regression needs one output per example (y (n,)); a classification audit
-    scores its models on a trusted split (``x_val``, ``y_val``) of the training length,
-    with labels 0..C-1, C <= :data:`MAX_CLASSES`; every audit needs at least
+    A valid file is not always auditable: the regression audit trains single-channel
+    students (x (n, k)) and needs one output per example (y (n,)); a classification audit
+    (x (n, k) or (n, k, channels)) scores its models on a trusted split (``x_val``,
+    ``y_val``) of the training length, with labels 0..C-1, C <= :data:`MAX_CLASSES`;
+    every audit needs at least
     :data:`MIN_EXAMPLES` examples of length at least :data:`MIN_LENGTH`. A regression set
     without a reference set is audited by the effective rank of A.
     """
-    if dataset.x.ndim != 2:
+    if dataset.x.ndim != 2 and dataset.task == "regression":
         raise DatasetError(f"the audit supports single-channel sequences x (n, k); got x of shape {dataset.x.shape}")
     if dataset.n < MIN_EXAMPLES:
         raise DatasetError(f"the audit needs at least {MIN_EXAMPLES} training sequences; got {dataset.n}")

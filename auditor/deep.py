@@ -3,9 +3,9 @@
 The model is the minimal S4D classifier (Gu, Gupta, Goel, Re, "On the Parameterization
 and Initialization of Diagonal State Space Models", 2022; ``s4d.py`` of state-spaces/s4),
 written for M models whose parameters are stacked along a leading axis, with the complex
-parts in real arithmetic. For an input sequence x_1..x_L (one channel):
+parts in real arithmetic. For an input sequence x_1..x_L of c channels (x_t in R^c):
 
-    u_t = w_enc x_t + b_enc                                   (H channels)            (1)
+    u_t = W_enc x_t + b_enc                    (W_enc: H x c, H channels)            (1)
 
 then ``n_layers`` times, per channel h and state mode k (N/2 complex modes):
 
@@ -51,6 +51,8 @@ import torch.nn.functional as F
 
 Params = dict[str, torch.Tensor]
 
+INITS = ("s4d-lin", "s4d-inv", "s4d-legs")
+
 LAYER_KEYS = ("log_dt", "log_a_re", "a_im", "c", "d", "w_out", "b_out", "ln_g", "ln_b")
 
 
@@ -66,8 +68,9 @@ class DeepSpec:
     n_layers : int
     dt_min, dt_max : float, range of the log-uniform initial step sizes dt_h (S4D uses
         1e-3..1e-1 for sequences of length 1024; 1e-2..1 suits the 64 steps of the digits)
-    init : "lin" or "inv", S4D-Lin (a_im = pi k) or S4D-Inv imaginary parts
+    init : one of :data:`INITS`, the initial A of every layer (:func:`initial_a`)
     pool : "last" (the last step's output, as the paper's SSM) or "mean" (over time)
+    d_input : int, c, channels of the input sequences (x (n, L) is c = 1)
     """
 
     n_classes: int = 10
@@ -76,8 +79,13 @@ class DeepSpec:
     n_layers: int = 2
     dt_min: float = 1e-2
     dt_max: float = 1.0
-    init: str = "lin"
+    init: str = "s4d-lin"
     pool: str = "last"
+    d_input: int = 1
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; known: {', '.join(INITS)}")
 
     @property
     def modes(self) -> int:
@@ -189,24 +197,25 @@ def init_params(spec: DeepSpec, seeds, *, dtype=torch.float64, device="cpu") -> 
 def _init_one(spec: DeepSpec, seed: int) -> Params:
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
-    H, K, C = spec.d_model, spec.modes, spec.n_classes
+    H, K, C, c_in = spec.d_model, spec.modes, spec.n_classes, spec.d_input
 
     def uniform(shape, bound):
         return (torch.rand(shape, generator=gen, dtype=f64) * 2 - 1) * bound
 
-    p = {"enc_w": uniform((H,), 1.0), "enc_b": uniform((H,), 1.0)}                    # Linear(1, H)
-    k = torch.arange(K, dtype=f64)
+    bound = 1 / math.sqrt(c_in)
+    p = {"enc_w": uniform((H, c_in), bound), "enc_b": uniform((H,), bound)}          # Linear(c, H)
+    a_re, a_im, b = initial_a(spec.init, spec.d_state)                                # (K,), (K,), (K, 2)
+    log_a_re = torch.tensor([math.log(-v) for v in a_re], dtype=f64)                  # (K,), eq. (2)
+    a_im, b = torch.as_tensor(a_im), torch.as_tensor(b)
     for i in range(spec.n_layers):
         log_dt = torch.rand(H, generator=gen, dtype=f64) * (math.log(spec.dt_max) - math.log(spec.dt_min)) \
             + math.log(spec.dt_min)
-        if spec.init == "inv":                                                        # S4D-Inv
-            a_im = (spec.d_state / math.pi) * (spec.d_state / (2 * k + 1) - 1)
-        else:                                                                         # S4D-Lin
-            a_im = math.pi * k
         p[f"{i}.log_dt"] = log_dt                                                     # (H,)
-        p[f"{i}.log_a_re"] = torch.full((H, K), math.log(0.5), dtype=f64)            # (H, K)
+        p[f"{i}.log_a_re"] = log_a_re.expand(H, K).clone()                           # (H, K)
         p[f"{i}.a_im"] = a_im.expand(H, K).clone()                                    # (H, K)
-        p[f"{i}.c"] = torch.randn(H, K, 2, generator=gen, dtype=f64) * math.sqrt(0.5)  # (H, K, re/im)
+        c = torch.randn(H, K, 2, generator=gen, dtype=f64) * math.sqrt(0.5)           # (H, K, re/im), CN(0, 1)
+        p[f"{i}.c"] = torch.stack([c[..., 0] * b[:, 0] - c[..., 1] * b[:, 1],
+                                   c[..., 0] * b[:, 1] + c[..., 1] * b[:, 0]], -1)    # C B, (H, K, 2)
         p[f"{i}.d"] = torch.randn(H, generator=gen, dtype=f64)                        # (H,)
         p[f"{i}.w_out"] = uniform((2 * H, H), 1 / math.sqrt(H))                       # (2H, H)
         p[f"{i}.b_out"] = uniform((2 * H,), 1 / math.sqrt(H))                         # (2H,)
@@ -215,6 +224,58 @@ def _init_one(spec: DeepSpec, seed: int) -> Params:
     p["dec_w"] = uniform((C, H), 1 / math.sqrt(H))                                    # (C, H)
     p["dec_b"] = uniform((C,), 1 / math.sqrt(H))                                      # (C,)
     return p
+
+
+def initial_a(init: str, d_state: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The initial diagonal A and input vector B of one channel: a_re (K,), a_im (K,), b (K, 2).
+
+    K = N/2 modes (N = ``d_state``), each standing for a complex-conjugate pair; the model
+    keeps the mode of positive imaginary part (eq. (3)'s factor 2 adds its conjugate). In
+    the parametrization (2), log_a_re = log(-a_re) and a_im are stored as they are: the
+    maps below are exact. B is not a parameter of (2)-(3): the kernel sees only the
+    products C_k B_k, so the model starts from c_k = C_k B_k with C_k ~ CN(0, 1) and trains
+    that product (the minimal S4D of ``s4d.py``, which fixes B = 1).
+
+    ``s4d-lin``   S4D-Lin (Gu et al. 2022, Sec. 4): A_n = -1/2 + i pi n, B_n = 1 (the
+                  default, formerly named "lin"; "inv" is now ``s4d-inv``).
+    ``s4d-inv``   S4D-Inv (ibid.): A_n = -1/2 + i (N/pi) (N/(2n+1) - 1), B_n = 1.
+    ``s4d-legs``  S4D-LegS (ibid.; S4, Gu, Goel, Re, ICLR 2022, Sec. 3): the eigenvalues
+                  of the normal part of HiPPO-LegS,
+                  A^N = A + P P^T = -I/2 + S,  S_nk = -sqrt(2n+1) sqrt(2k+1) / 2 (n > k),
+                  S = -S^T, P_n = sqrt(n + 1/2): A_n = -1/2 + i lambda_n with lambda_n > 0
+                  the eigenvalues of -i S (unit eigenvectors v_n), and B_n = v_n^* B with
+                  B_k = sqrt(2k+1) HiPPO-LegS's input vector. The phase of each v_n is
+                  free; it is chosen so that B_n = |v_n^* B| >= 0 (C ~ CN(0, 1) is
+                  circularly symmetric, so the law of C_n B_n depends on |B_n| alone).
+                  S4's own code also clips Im B_n to [-2, 2] in its phase convention;
+                  that is not done here. The conjugate half (lambda < 0, conj(B_n)) gives
+                  the same kernel with conj(C), which has C's law.
+
+    n = 0..K-1. Every init here has Re A = -1/2 (log_a_re = log(1/2)).
+    """
+    N, K = d_state, max(d_state // 2, 1)
+    n = np.arange(K, dtype=np.float64)
+    b = np.stack([np.ones(K), np.zeros(K)], -1)                                        # (K, 2)
+    if init == "s4d-lin":
+        a_im = np.pi * n
+    elif init == "s4d-inv":
+        a_im = (N / np.pi) * (N / (2 * n + 1) - 1)
+    elif init == "s4d-legs":
+        a_im, b = _legs_modes(N, K)
+    else:
+        raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
+    return np.full(K, -0.5), a_im, b
+
+
+def _legs_modes(N: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Imaginary parts (K,) and |projected B| (K, 2) of the normal part of HiPPO-LegS, size N."""
+    r = np.sqrt(2 * np.arange(N, dtype=np.float64) + 1)                               # B, (N,)
+    lower = np.tril(-np.outer(r, r) / 2, -1)
+    skew = lower - lower.T                                                             # S, (N, N)
+    lam, vec = np.linalg.eigh(-1j * skew)                                              # ascending, (N,), (N, N)
+    top = np.argsort(lam, kind="stable")[N - K:]                                       # the K largest (> 0)
+    b = np.abs(vec[:, top].conj().T @ r)                                               # |V^* B|, (K,)
+    return lam[top], np.stack([b, np.zeros(K)], -1)
 
 
 # --------------------------------------------------------------------------- model
@@ -262,15 +323,12 @@ def _layer_norm(u: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tens
 def features(params: Params, x: torch.Tensor, *, pool: str = "last") -> torch.Tensor:
     """The pooled representation of the last layer, eq. (7): (M, H, n).
 
-    ``x`` is (n, L), read by every model, or (M, n, L), one batch per model; ``pool`` is
-    "last" (the last step) or "mean" (over time).
+    ``x`` is (n, L) (one channel) or (n, L, c), read by every model, or (M, n, L, c), one
+    batch per model; ``pool`` is "last" (the last step) or "mean" (over time).
     """
-    M, H = params["enc_w"].shape
-    xt = x.to(params["enc_w"].dtype).transpose(-1, -2)                      # (L, n) or (M, L, n)
-    if xt.ndim == 3:
-        xt = xt.unsqueeze(1)                                                # (M, 1, L, n)
-    L, n = xt.shape[-2:]
-    u = params["enc_w"][:, :, None, None] * xt + params["enc_b"][:, :, None, None]   # (M, H, L, n), eq. (1)
+    M, H = params["enc_w"].shape[:2]
+    u = _encode(params, x)                                                  # (M, H, L, n), eq. (1)
+    L, n = u.shape[-2:]
     for i in range(_n_layers(params)):
         p = f"{i}."
         T = toeplitz(ssm_kernel(params, i, L))                              # (M, H, L, L)
@@ -282,6 +340,23 @@ def features(params: Params, x: torch.Tensor, *, pool: str = "last") -> torch.Te
     return u[:, :, -1] if pool == "last" else u.mean(2)                   # (M, H, n)
 
 
+def _encode(params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Eq. (1), u = W_enc x + b_enc of every model: (M, H, L, n)."""
+    w, b = params["enc_w"], params["enc_b"][:, :, None, None]               # (M, H, c), (M, H, 1, 1)
+    x = x.to(w.dtype)
+    if x.ndim == 2:
+        x = x.unsqueeze(-1)                                                 # (n, L, 1)
+    if x.shape[-1] != w.shape[-1]:
+        raise ValueError(f"x has {x.shape[-1]} channels, the model reads {w.shape[-1]}")
+    xt = x.movedim(-1, -3).transpose(-1, -2)                                # (c, L, n) or (M, c, L, n)
+    if xt.ndim == 3:
+        xt = xt.unsqueeze(0)                                                # (1, c, L, n)
+    if w.shape[-1] == 1:
+        return w[:, :, :, None] * xt + b                                    # (M, H, L, n), one channel
+    c, L, n = xt.shape[-3:]
+    return (w @ xt.reshape(xt.shape[0], c, L * n)).reshape(-1, w.shape[1], L, n) + b
+
+
 def logits(params: Params, x: torch.Tensor, *, pool: str = "last") -> torch.Tensor:
     """Class scores (7) of every model for every sequence: (M, n, C)."""
     h = features(params, x, pool=pool)                                               # (M, H, n)
@@ -291,7 +366,7 @@ def logits(params: Params, x: torch.Tensor, *, pool: str = "last") -> torch.Tens
 def per_example_loss(params: Params, x: torch.Tensor, y: torch.Tensor, *, pool: str = "last") -> torch.Tensor:
     """Cross-entropy of every model on every example: (M, n).
 
-    ``x`` (n, L) with ``y`` (n,), or per-model batches x (M, n, L) with y (M, n).
+    ``x`` (n, L) or (n, L, c) with ``y`` (n,), or per-model batches x (M, n, L, c) with y (M, n).
     """
     z = logits(params, x, pool=pool)                                        # (M, n, C)
     return -torch.log_softmax(z, -1).gather(-1, y.expand(z.shape[0], -1).unsqueeze(-1)).squeeze(-1)
@@ -311,7 +386,8 @@ def train_many(spec: DeepSpec, x, y, masks, seeds, config: DeepTrainConfig, *, d
     Parameters
     ----------
     spec : DeepSpec
-    x : array (n, L), float sequences; y : array (n,), int labels in [0, n_classes)
+    x : array (n, L) or (n, L, c), float sequences of c = ``spec.d_input`` channels
+    y : array (n,), int labels in [0, n_classes)
     masks : array (M, n) of 0/1 (or bool); every row keeps at least one example
     seeds : sequence of M ints, each model's initialization and batch stream
     config : DeepTrainConfig
@@ -338,7 +414,7 @@ def train_many(spec: DeepSpec, x, y, masks, seeds, config: DeepTrainConfig, *, d
         raise ValueError("every mask must keep at least one example")
     M = w.shape[0]
     size = chunk or M
-    x_t = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)               # (n, L)
+    x_t = _sequences(x, dtype=dtype, device=device)                                # (n, L, c)
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)          # (n,)
     parts = []
     for lo in range(0, M, size):
@@ -351,6 +427,12 @@ def train_many(spec: DeepSpec, x, y, masks, seeds, config: DeepTrainConfig, *, d
     return DeepResult(params=params, loss=torch.cat([r.loss for r in parts]),
                       meta={"device": str(device), "dtype": str(dtype).removeprefix("torch.")},
                       trajectory=trajectory)
+
+
+def _sequences(x, *, dtype, device) -> torch.Tensor:
+    """x (n, L) or (n, L, c) as a tensor (n, L, c), so that x[b] of batches b (M, B) is 4-D."""
+    x_t = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+    return x_t.unsqueeze(-1) if x_t.ndim == 2 else x_t
 
 
 def _train_chunk(spec, x, y, w, seeds, config, *, record_every, init) -> DeepResult:

@@ -60,8 +60,8 @@ class DeepAuditProblem:
 
     Attributes
     ----------
-    x : array (n, L) float; y : array (n,) int
-    x_val, y_val : the trusted reference split (same length L)
+    x : array (n, L) or (n, L, c) float; y : array (n,) int
+    x_val, y_val : the trusted reference split (same length L and channels c)
     spec : DeepSpec; train : DeepTrainConfig
     device : str; dtype : "float32" or "float64"
     chunk : int, models per vectorized computation (0: 16 on a CPU, 256 on a GPU)
@@ -151,19 +151,20 @@ def run_deep_screens(problem: DeepAuditProblem, *, seed: int, checkpoints: int =
     every = max(1, steps // checkpoints)
     result = problem.fit(np.ones((1, problem.n)), [seed], record_every=every)
     snaps = result.trajectory[1:] + [result.params]                                        # after training starts
-    x = torch.as_tensor(problem.x, dtype=torch.float64)
-    y = torch.as_tensor(problem.y, dtype=torch.long)
-    xv = torch.as_tensor(problem.x_val, dtype=torch.float64)
-    yv = torch.as_tensor(problem.y_val, dtype=torch.long)
+    dev = problem.device
+    x = torch.as_tensor(problem.x, dtype=torch.float64, device=dev)                       # (n, L) or (n, L, c)
+    y = torch.as_tensor(problem.y, dtype=torch.long, device=dev)
+    xv = torch.as_tensor(problem.x_val, dtype=torch.float64, device=dev)
+    yv = torch.as_tensor(problem.y_val, dtype=torch.long, device=dev)
     pool = problem.spec.pool
-    snaps64 = [{k: v.double() for k, v in s.items()} for s in snaps]
+    snaps64 = [{k: v.to(device=dev, dtype=torch.float64) for k, v in s.items()} for s in snaps]
     losses = torch.stack([per_example_loss(s, x, y, pool=pool)[0] for s in snaps64], 1)   # (n, T)
     with torch.no_grad():
-        feats = features(snaps64[-1], x, pool=pool)[0].T.numpy()                            # (n, H)
+        feats = features(snaps64[-1], x, pool=pool)[0].T.cpu().numpy()                      # (n, H)
     labels = problem.y
     return {
         "gradient_similarity": tracin_scores(snaps64, x, y, xv, yv, pool=pool),
-        "loss_trajectory": loss_trajectory_scores(losses.detach().numpy()),
+        "loss_trajectory": loss_trajectory_scores(losses.detach().cpu().numpy()),
         "spectral": spectral_signature_scores(feats, labels),
         "activation_clustering": activation_clustering_scores(feats, labels, seed=seed),
         "deep_knn": deep_knn_scores(feats, labels),
@@ -180,7 +181,7 @@ def tracin_scores(snapshots: list[Params], x: torch.Tensor, y: torch.Tensor, x_v
     loss. The inner products of all n examples are one forward-mode derivative of the
     per-example losses along grad L_val (no per-example gradients are formed).
     """
-    score = torch.zeros(x.shape[0], dtype=torch.float64)
+    score = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     for params in snapshots:
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         with torch.enable_grad():
@@ -190,7 +191,7 @@ def tracin_scores(snapshots: list[Params], x: torch.Tensor, y: torch.Tensor, x_v
         primal = {k: v.detach() for k, v in params.items()}
         _, dots = torch.func.jvp(lambda p: per_example_loss(p, x, y, pool=pool)[0], (primal,), (tangent,))
         score -= dots
-    return _finite(score.numpy())
+    return _finite(score.cpu().numpy())
 
 
 def loss_trajectory_scores(losses: np.ndarray, *, n_neighbors: int = 10) -> np.ndarray:
@@ -268,16 +269,18 @@ def build_deep_problem(dataset, config) -> DeepAuditProblem:
     labels and a trusted split) under ``config`` (:class:`auditor.config.AuditConfig`)."""
     from auditor.data import DatasetError
 
-    if dataset.x.ndim != 2:
-        raise DatasetError(f"this audit supports single-channel sequences x (n, k); got x {dataset.x.shape}")
+    if dataset.x.ndim not in (2, 3):
+        raise DatasetError(f"this audit reads sequences x (n, k) or (n, k, channels); got x {dataset.x.shape}")
     if dataset.x_val is None:
         raise DatasetError("a classification audit needs a trusted reference split (x_val, y_val)")
     if dataset.x_val.shape[1] != dataset.x.shape[1]:
         raise DatasetError(f"x_val has length {dataset.x_val.shape[1]}, x has {dataset.x.shape[1]}; "
                            "a classification audit needs equal lengths")
+    if dataset.x_val.shape[2:] != dataset.x.shape[2:]:
+        raise DatasetError(f"x_val has shape {dataset.x_val.shape}, x has {dataset.x.shape}: the channels differ")
     classes = int(max(dataset.y.max(), dataset.y_val.max())) + 1
     if classes > 1000:
         raise DatasetError(f"{classes} classes: labels must be 0..C-1 with C <= 1000")
-    spec = DeepSpec(n_classes=classes)
+    spec = DeepSpec(n_classes=classes, d_input=dataset.channels, init=config.deep_init)
     return DeepAuditProblem(x=dataset.x, y=dataset.y, x_val=dataset.x_val, y_val=dataset.y_val, spec=spec,
                             train=DeepTrainConfig(), device=config.device)

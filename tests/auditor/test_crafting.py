@@ -55,6 +55,23 @@ def test_gradient_matching_respects_the_budget_and_improves_the_match(mode):
         assert ya[crafted.targets][0] != crafted.adversarial_class
 
 
+def test_gradient_matching_on_channels_keeps_the_shape_and_budget():
+    x, y = _data(60, 0)
+    xa, ya = _data(30, 1)
+    x3 = np.stack([x, x[:, ::-1]], -1)                                                  # (n, L, 2)
+    xa3 = np.stack([xa, xa[:, ::-1]], -1)
+    spec = DeepSpec(n_classes=3, d_model=4, d_state=4, n_layers=1, d_input=2)
+    assert late_weights(4, channels=True).shape == (4, 1)
+    config = CraftConfig(fraction=0.1, eps=0.1, steps=20)
+    crafted = craft(x=x3, y=y, spec=spec, train=TRAIN, config=config, x_attack=xa3, y_attack=ya, seed=0)
+    assert crafted.x.shape == x3.shape and crafted.delta.shape == (6, 12, 2)
+    assert crafted.stats["match_after"] < crafted.stats["match_before"]
+    assert np.abs(crafted.x - x3).max() <= 0.1 + 1e-6 and crafted.x.min() >= 0 and crafted.x.max() <= 1
+    assert crafted.stats["late_share_last_8"] > 0.5
+    collided = collision_start(x3[:3], xa3[:1], eps=1.0, late=2).numpy()
+    assert np.allclose(collided[:, -2:] + x3[:3, -2:], xa3[0, -2:]) and (collided[:, :-2] == 0).all()
+
+
 def test_collision_attack_without_steps_and_bad_configs():
     x, y = _data(60, 0)
     xa, ya = _data(30, 1)

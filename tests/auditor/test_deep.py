@@ -6,11 +6,14 @@ from auditor.audit import build_problem, run_audit
 from auditor.config import AuditConfig
 from auditor.data import DatasetError, validate_arrays
 from auditor.deep import (
+    INITS,
     DeepSpec,
     DeepTrainConfig,
     batch_indices,
     evaluate,
+    features,
     init_params,
+    initial_a,
     logits,
     ssm_kernel,
     toeplitz,
@@ -31,6 +34,37 @@ def _data(n=40, length=12, seed=0):
 
 def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def _channels_data(n=36, length=10, channels=3, seed=0):
+    """Three classes told apart by which channel carries a late pulse: x (n, L, c)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.random((n, length, channels)) * 0.2
+    x[np.arange(n), length - 2, y % channels] += 1.0
+    return x, y
+
+
+# Logits of init_params(SPEC, [11]) on _data-like inputs, and one short float64 training run,
+# computed with the single-channel model before it read channels: x (n, L) must keep them.
+PINNED_LOGITS = [[-0.250546019117885, -0.7069450453872914, -0.10563418476645758],
+                 [0.36533691571574867, -0.5773545924752532, -0.5102760917180794],
+                 [0.3738930718353316, -0.5649598001665299, -0.511192017601153],
+                 [-1.2300922591873755, 0.39172965891339595, 0.841285984131772],
+                 [-0.14307654312296636, -0.7553726802134874, -0.17857570650304522]]
+PINNED_LOSS = 0.9105125129479603
+
+
+def test_single_channel_outputs_are_pinned():
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 7))
+    z = logits(init_params(SPEC, [11]), torch.as_tensor(x))[0]                      # (n, C)
+    np.testing.assert_allclose(z.numpy(), PINNED_LOGITS, rtol=1e-12, atol=1e-14)
+    result = train_many(SPEC, x, rng.integers(0, 3, 5), np.ones((1, 5)), [11],
+                        DeepTrainConfig(epochs=2, batch_size=3), dtype=torch.float64)
+    assert result.loss.item() == pytest.approx(PINNED_LOSS, rel=1e-10)
+    z3 = logits(init_params(SPEC, [11]), torch.as_tensor(x[..., None]))[0]          # (n, L, 1): the same model
+    assert torch.equal(z3, z)
 
 
 def test_kernel_matches_complex_arithmetic():
@@ -134,6 +168,127 @@ def test_cuda_matches_cpu():
     z_gpu = logits({k: v.float().cuda() for k, v in gpu.params.items()},
                    torch.as_tensor(x, dtype=torch.float32, device="cuda")).cpu()
     assert (z_cpu.argmax(-1) == z_gpu.argmax(-1)).float().mean() > 0.95
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu_with_channels_and_screens():
+    x, y = _channels_data(n=24)
+    spec = DeepSpec(n_classes=3, d_model=4, d_state=6, n_layers=2, d_input=3, init="s4d-legs")
+    masks = np.ones((2, 24))
+    masks[1, :4] = 0
+    cpu = train_many(spec, x, y, masks, [0, 1], TRAIN, dtype=torch.float64)
+    gpu = train_many(spec, x, y, masks, [0, 1], TRAIN, dtype=torch.float64, device="cuda")
+    assert gpu.meta["device"] == "cuda"
+    for k in cpu.params:
+        assert _rel(gpu.params[k], cpu.params[k]) < 1e-8, k
+    ev = evaluate(gpu.params, x, y, device="cuda", dtype=torch.float64)
+    assert torch.allclose(ev["losses"], evaluate(cpu.params, x, y, dtype=torch.float64)["losses"], rtol=1e-6)
+    problem = _problem_channels()
+    on_cpu = problem.screens(seed=0)
+    on_gpu = problem.on_device("cuda").screens(seed=0)
+    for name in ("gradient_similarity", "loss_trajectory"):
+        assert np.corrcoef(on_cpu[name], on_gpu[name])[0, 1] > 0.99, name
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def test_channels_train_as_the_reference_and_mix_in_the_encoder():
+    x, y = _channels_data(n=20)
+    spec = DeepSpec(n_classes=3, d_model=4, d_state=6, n_layers=2, d_input=3)
+    masks = np.ones((2, 20))
+    masks[1, :6] = 0
+    many = train_many(spec, x, y, masks, [3, 4], TRAIN, dtype=torch.float64)
+    assert many.params["enc_w"].shape == (2, 4, 3)
+    one = train_one(spec, x, y, masks[1], 4, TRAIN)
+    for k in one.params:
+        assert _rel(many.params[k][1], one.params[k][0]) <= 1e-9, k
+    ev = evaluate(many.params, x, y)
+    assert ev["losses"].shape == (2, 20) and ev["accuracy"].shape == (2,)
+    params = init_params(spec, [5])
+    swapped = dict(params, enc_w=params["enc_w"][..., [2, 0, 1]])
+    xt = torch.as_tensor(x)
+    assert _rel(logits(swapped, xt[..., [2, 0, 1]]), logits(params, xt)) < 1e-12     # W_enc x is a matrix product
+    assert _rel(logits(swapped, xt), logits(params, xt)) > 1e-3
+    with pytest.raises(ValueError, match="channels"):
+        logits(params, xt[..., :2])
+
+
+def _problem_channels(n=30, length=8):
+    x, y = _channels_data(n=n, length=length)
+    xv, yv = _channels_data(n=12, length=length, seed=1)
+    return DeepAuditProblem(x=x, y=y, x_val=xv, y_val=yv,
+                            spec=DeepSpec(n_classes=3, d_model=4, d_state=4, d_input=3),
+                            train=DeepTrainConfig(epochs=2, batch_size=10), chunk=2)
+
+
+def test_problem_screens_and_trials_read_channels():
+    problem = _problem_channels()
+    outcomes = problem.run([Trial(np.ones(30, bool), 0), Trial.keep_all_but(30, [1, 2], 1)])
+    assert all(np.isfinite(o.error) and o.error > 0 for o in outcomes)
+    scores = problem.screens(seed=0)
+    assert set(scores) == set(SCREENS)
+    for name, s in scores.items():
+        assert s.shape == (30,) and np.isfinite(s).all(), name
+    assert np.ptp(scores["gradient_similarity"]) > 0
+    assert len(problem.kernels([1, 2], seed=0)["with_all"]) == 8
+
+
+def test_multichannel_classification_set_audits_end_to_end():
+    from auditor import audit
+    from auditor.data import check_auditable
+
+    x, y = _channels_data(n=24, length=6)
+    xv, yv = _channels_data(n=8, length=6, seed=1)
+    check_auditable(validate_arrays({"x": x, "y": y, "x_val": xv, "y_val": yv}))
+    with pytest.raises(DatasetError, match="single-channel"):                         # regression stays 2-D
+        check_auditable(validate_arrays({"x": x, "y": y.astype(float)}))
+    result = audit(x, y, x_val=xv, y_val=yv, model="s4d", confirm_seeds=2, deep_init="s4d-inv")
+    assert result.config.deep_init == "s4d-inv"
+    assert len(result.report["scores"]) == 24
+    assert result.report["generalization"]["metric"] == "trusted-set cross-entropy"
+
+
+# --------------------------------------------------------------------------- initializations
+
+
+def _legs_normal_part(N):
+    """HiPPO-LegS as S4 defines it, A = -T M T^-1 with P P^T added back: (N, N)."""
+    q = np.arange(N, dtype=np.float64)
+    r = 2 * q + 1
+    row, col = np.meshgrid(q, q, indexing="ij")
+    A = -(np.where(row >= col, np.sqrt(np.outer(r, r)), 0.0) - np.diag(q))              # HiPPO-LegS
+    P = np.sqrt(q + 0.5)
+    return A + np.outer(P, P), np.sqrt(r)
+
+
+def test_inits_give_the_stated_eigenvalues():
+    N = 8
+    a_re, a_im, b = initial_a("s4d-lin", N)
+    assert a_re.tolist() == [-0.5] * 4 and np.allclose(a_im, np.pi * np.arange(4)) and (b == [1, 0]).all()
+    _, a_im, _ = initial_a("s4d-inv", N)
+    assert np.allclose(a_im, N / np.pi * (N / (2 * np.arange(4) + 1) - 1))
+    a_re, a_im, b = initial_a("s4d-legs", N)
+    A, B = _legs_normal_part(N)
+    w, v = np.linalg.eig(A)                                                            # (N,), (N, N)
+    up = np.argsort(w.imag)[N // 2:]
+    assert np.allclose(a_re, w.real[up]) and np.allclose(a_im, w.imag[up]) and (a_im > 0).all()
+    assert np.allclose(b[:, 0], np.abs(v[:, up].conj().T @ B)) and (b[:, 1] == 0).all()
+    params = init_params(DeepSpec(d_model=2, d_state=N, init="s4d-legs"), [0])
+    assert torch.allclose(-torch.exp(params["0.log_a_re"][0, 1]), torch.as_tensor(a_re))
+    assert torch.equal(params["1.a_im"][0, 0], torch.as_tensor(a_im))
+    with pytest.raises(ValueError, match="init"):
+        DeepSpec(init="lin")
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_every_init_lowers_the_training_loss(init):
+    x, y = _channels_data(n=45)
+    spec = DeepSpec(n_classes=3, d_model=8, d_input=3, init=init)
+    start = evaluate(init_params(spec, [0, 1]), x, y)["loss"]
+    result = train_many(spec, x, y, np.ones((2, 45)), [0, 1], DeepTrainConfig(epochs=10, batch_size=15))
+    assert (evaluate(result.params, x, y)["loss"] < 0.5 * start).all()
 
 
 # --------------------------------------------------------------------------- the audit problem
