@@ -32,11 +32,11 @@ def wait_until_healthy(process: subprocess.Popen, base_url: str, *, timeout: flo
     """Poll ``base_url``/api/v1/health until it answers 200; fail if ``process`` exits first."""
     deadline = time.monotonic() + timeout
     while True:
-        assert process.poll() is None, process.stdout.read()
+        assert process.poll() is None, process.stdout.read() if process.stdout else f"exited {process.returncode}"
         try:
             if httpx.get(f"{base_url}/api/v1/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        assert time.monotonic() < deadline, "auditor serve did not come up"
+        assert time.monotonic() < deadline, f"{base_url} did not come up"
         time.sleep(0.2)

@@ -194,7 +194,7 @@ class Dispatcher:
         beat.start()
         executor = self.make_executor(problem, stop)
         progress = _ProgressWriter(self.sessions, audit_id, worker, outcomes, self.config.progress_seconds,
-                                   expected=expected_trials(dataset, config))
+                                   expected=planned_trials(config, n=dataset.n, task=dataset.task))
 
         def store(pairs: list[tuple[Trial, Outcome]]) -> None:
             rows = [(t.key, t.mask, t.seed, o.to_dict()) for t, o in pairs]
@@ -224,11 +224,6 @@ class Dispatcher:
             done = repository.finish_audit(session, audit_id, report=report, html=render_html(report),
                                            worker_id=worker, trials_done=len(result.outcomes))
         return "succeeded" if done else "lost"
-
-
-def expected_trials(dataset, config: AuditConfig) -> int:
-    """The trials an audit of ``dataset`` trains at most: the denominator of its progress."""
-    return planned_trials(config, n=dataset.n, task=dataset.task)
 
 
 def internal_error(audit_id: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 from api.auth import split_key
 from api.serve import revoke_key
 from api.settings import Settings
+from tests.processes import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,16 +53,7 @@ def other_process(backend, tmp_path_factory) -> Iterator[str]:
                                 "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "the second API process exited"
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the second API process did not start"
-            time.sleep(0.2)
+        wait_until_healthy(process, base, timeout=60)
         yield base
     finally:
         process.terminate()

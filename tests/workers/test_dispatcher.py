@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import func, select
 
 from auditor.benchmarks import BenchmarkSpec
-from auditor.config import AuditConfig
+from auditor.config import AuditConfig, planned_trials
 from auditor.data import validate_arrays
 from auditor.executors import InlineExecutor
 from store import repository
 from store.models import Audit, TrialOutcome
-from workers.dispatcher import Dispatcher, DispatcherConfig, expected_trials
+from workers.dispatcher import Dispatcher, DispatcherConfig
 from workers.executor import RayExecutor
 from workers.pool import RetrainerPool
 
@@ -148,8 +148,8 @@ def test_progress_counts_the_trials_of_the_audits_task():
     classes = validate_arrays({"x": rng.normal(size=(600, 8)), "y": np.arange(600) % 10,
                                "x_val": rng.normal(size=(50, 8)), "y_val": np.arange(50) % 10})
     regression = validate_arrays({"x": rng.normal(size=(600, 8)), "y": rng.normal(size=600)})
-    assert expected_trials(classes, AuditConfig()) == 600 + 24
-    assert expected_trials(regression, AuditConfig()) == 226 + 24
+    assert planned_trials(AuditConfig(), n=classes.n, task=classes.task) == 600 + 24
+    assert planned_trials(AuditConfig(), n=regression.n, task=regression.task) == 226 + 24
 
 
 def test_an_internal_error_shows_tenants_an_error_id_and_logs_the_traceback(sessions, queue_audit, empty_queue,
