@@ -209,29 +209,42 @@ def make_ucr_benchmark(name: str, *, attack: str = "none", seed: int = 0, n_trai
 def load_ts_dataset(path: str | Path, *, max_bytes: int | None = None, max_array_bytes: int | None = None):
     """A ``.ts`` file as an audit :class:`auditor.data.Dataset`: its series give ``x`` (as
     stored, not normalized) and its labels ``y`` (classes numbered by :func:`encode_labels`,
-    or regression targets). No reference set: a classification audit needs one
-    (``auditor convert``, docs/benchmarks.md).
+    or regression targets). No reference set: a classification audit needs one; give it
+    with ``auditor convert TRAIN.ts --reference REF.ts`` (:func:`ts_arrays`).
 
     Raises
     ------
     auditor.data.DatasetError
         In one line: aeon missing, unreadable file, no labels, unequal lengths, limits.
     """
-    from auditor.data import DatasetError, DatasetTooLarge, sha256_bytes, validate_arrays
+    from auditor.data import sha256_bytes, validate_arrays
 
-    x, y = read_ts(path, max_bytes=max_bytes, max_array_bytes=max_array_bytes)
-    try:
-        return validate_arrays({"x": x, "y": y}, sha256=sha256_bytes(Path(path).read_bytes()))
-    except DatasetTooLarge:
-        raise
-    except DatasetError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
+    arrays = ts_arrays(path, max_bytes=max_bytes, max_array_bytes=max_array_bytes)
+    return validate_arrays(arrays, sha256=sha256_bytes(Path(path).read_bytes()))
+
+
+def ts_arrays(path: str | Path, *, reference: str | Path | None = None, max_bytes: int | None = None,
+              max_array_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """``x``, ``y`` from a ``.ts`` file and, from a second one, the reference ``x_val``,
+    ``y_val``; the classes of both files numbered together (:func:`encode_labels`)."""
+    from auditor.data import DatasetError
+
+    x, labels, regression = read_ts(path, max_bytes=max_bytes, max_array_bytes=max_array_bytes)
+    if reference is None:
+        return {"x": x, "y": labels.astype(np.float64) if regression else encode_labels(labels)[0]}
+    x_val, labels_val, regression_val = read_ts(reference, max_bytes=max_bytes, max_array_bytes=max_array_bytes)
+    if regression != regression_val:
+        raise DatasetError(f"{path} and {reference}: one has class labels, the other regression targets")
+    if regression:
+        return {"x": x, "y": labels.astype(np.float64), "x_val": x_val, "y_val": labels_val.astype(np.float64)}
+    y = encode_labels(np.concatenate([labels.astype(str), labels_val.astype(str)]))[0]
+    return {"x": x, "y": y[:len(x)], "x_val": x_val, "y_val": y[len(x):]}
 
 
 def read_ts(path: str | Path, *, max_bytes: int | None = None,
-            max_array_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The arrays of a ``.ts`` file: x (n, L) or (n, L, channels), y int64 classes or float
-    targets; refuses what :func:`load_ts_dataset` refuses."""
+            max_array_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A ``.ts`` file's series x (n, L) or (n, L, channels), its labels as stored, and
+    whether they are regression targets; refuses what :func:`load_ts_dataset` refuses."""
     from auditor.data import DatasetError, DatasetTooLarge
 
     path = Path(path)
@@ -259,5 +272,4 @@ def read_ts(path: str | Path, *, max_bytes: int | None = None,
     series = [np.asarray(s, np.float64) for s in xs]
     if max_array_bytes is not None and len(series) * series[0].size * 8 > max_array_bytes:
         raise DatasetTooLarge(f"{path}: the series take more than {max_array_bytes} bytes")
-    y = np.asarray(labels, np.float64) if meta["targetlabel"] else encode_labels(labels)[0]
-    return layout(series), y
+    return layout(series), np.asarray(labels), bool(meta["targetlabel"])

@@ -31,6 +31,15 @@ def add_commands(commands) -> None:
                         "(default 2)")
     p.set_defaults(handler=run_make_benchmark)
 
+    c = commands.add_parser("convert", help="write a .ts training file (and a reference .ts) as an audit .npz",
+                            description="Write UCR/UEA .ts files as an audit data set: TRAIN.ts gives x and y, "
+                                        "--reference REF.ts the trusted reference split x_val and y_val, with the "
+                                        "classes of both numbered together (needs auditor[data]).")
+    c.add_argument("file", metavar="TRAIN.ts", help="the training set (.ts)")
+    c.add_argument("--reference", metavar="REF.ts", help="the trusted reference split (.ts)")
+    c.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz")
+    c.set_defaults(handler=run_convert)
+
 
 def run_make_benchmark(args) -> int:
     from auditor.benchmarks import BenchmarkSpec, make_benchmark
@@ -101,4 +110,18 @@ def _make_ucr(args) -> int:
     print(f"wrote {args.out}: {args.dataset}, {len(x)} training sequences of {shape}, "
           f"{int(arrays['is_poison'].sum())} poisons ({args.attack}), {len(arrays['x_val'])} trusted, "
           f"{len(arrays.get('x_test', []))} test, sha256 {digest}")
+    return 0
+
+
+def run_convert(args) -> int:
+    from auditor.data import DatasetError, save_dataset
+    from auditor.ucr import ts_arrays
+
+    try:
+        arrays = ts_arrays(args.file, reference=args.reference)
+        digest = save_dataset(args.out, **arrays)
+    except DatasetError as exc:
+        raise CLIError(str(exc)) from None
+    reference = f", {len(arrays['x_val'])} reference sequences" if "x_val" in arrays else ""
+    print(f"wrote {args.out}: {len(arrays['x'])} training sequences{reference}, sha256 {digest}")
     return 0

@@ -165,6 +165,21 @@ def test_ts_files_load_as_datasets(tmp_path):
         load_dataset(tmp_path / "broken.ts")
 
 
+@aeon
+def test_convert_numbers_the_classes_of_train_and_reference_together(tmp_path):
+    (tmp_path / "train.ts").write_text(TS)
+    (tmp_path / "ref.ts").write_text(TS.replace("@classLabel true up down", "@classLabel true flat up down")
+                                     .replace("3.0,2.0,1.0,0.25:down", "1.0,1.0,1.0,1.0:flat"))
+    out = tmp_path / "d.npz"
+    run = _auditor("convert", str(tmp_path / "train.ts"), "--reference", str(tmp_path / "ref.ts"), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    d = load_dataset(out)
+    assert d.y.tolist() == [2, 0, 2] and d.y_val.tolist() == [2, 1, 2]           # down 0, flat 1, up 2
+    assert np.array_equal(d.x_val[1], [1.0, 1.0, 1.0, 1.0])
+    bad = _auditor("convert", str(tmp_path / "missing.ts"), "--out", str(out))
+    assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
 def test_without_aeon_ucr_and_ts_say_to_install_the_extra(tmp_path):
     block = "sys.modules['aeon'] = None; sys.modules['aeon.datasets'] = None; "
     run = _auditor("make-benchmark", "--kind", "ucr", "--dataset", "GunPoint", "--attack", "none",
@@ -184,3 +199,10 @@ def test_ucr_needs_dataset_and_attack(tmp_path):
     assert run.returncode == 2 and "--dataset" in run.stderr
     run = _auditor("make-benchmark", "--kind", "clean", "--attack", "none", "--out", str(tmp_path / "x.npz"))
     assert run.returncode == 2 and "--kind ucr" in run.stderr
+
+
+def test_cli_choices_match_the_library():
+    from auditor.cli.data import UCR_ATTACKS, UCR_DATASETS
+    from auditor.ucr import ATTACKS, DATASETS
+
+    assert UCR_ATTACKS == ATTACKS and UCR_DATASETS == tuple(DATASETS)
