@@ -78,15 +78,15 @@ def load_ucr(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name not in DATASETS:
         raise ValueError(f"unknown UCR/UEA set {name!r}; bundled: {', '.join(DATASETS)}")
     datasets = _aeon_datasets()
-    loader, channels = DATASETS[name]
+    loader, _ = DATASETS[name]
     if not hasattr(datasets, loader):
         raise ValueError(f"the installed aeon does not bundle {name} (aeon.datasets.{loader} is gone)")
     series, labels = [], []
     for split in ("train", "test"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)          # OSULeaf's loader is deprecated
-            if channels > 1 and name == "JapaneseVowels":
-                xs, ys = getattr(datasets, loader)(split=split)              # list of (channels, L_i)
+            if name == "JapaneseVowels":                             # variable length: no return_type
+                xs, ys = getattr(datasets, loader)(split=split)      # list of (channels, L_i)
             else:
                 xs, ys = getattr(datasets, loader)(split=split, return_type="numpy3d")
         series += [np.asarray(s, np.float64) for s in xs]
