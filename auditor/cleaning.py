@@ -17,7 +17,8 @@ import numpy as np
 
 from auditor.data import DatasetError, load_dataset, save_dataset
 
-REFERENCE = ("x_val", "y_val")        # the trusted reference set: never a training example
+# the trusted reference set and a benchmark's held-out arrays: never training examples
+REFERENCE = ("x_val", "y_val", "x_test", "y_test", "x_target", "y_target")
 
 
 def clean_arrays(arrays: Mapping[str, np.ndarray], flagged: Iterable[int]) -> dict[str, np.ndarray]:
@@ -27,7 +28,8 @@ def clean_arrays(arrays: Mapping[str, np.ndarray], flagged: Iterable[int]) -> di
     ----------
     arrays : mapping of name to array
         A data set's arrays; ``x`` holds the n training sequences. Every other array with n
-        rows, except the reference set (``x_val``, ``y_val``), is per training example.
+        rows, except the reference set (``x_val``, ``y_val``) and the held-out arrays
+        (``x_test``, ``y_test``, ``x_target``, ``y_target``), is per training example.
     flagged : iterable of int
         Indices into the training examples, 0 <= i < n (repeats are harmless).
 
@@ -118,7 +120,7 @@ def cleaned_bytes(data: bytes, flagged: Iterable[int]) -> bytes:
 
 def _arrays(dataset) -> dict[str, np.ndarray]:
     arrays = {"x": dataset.x, "y": dataset.y}
-    for name in ("x_val", "y_val", "is_poison"):
+    for name in ("x_val", "y_val", "is_poison", "x_test", "y_test", "x_target", "y_target"):
         if getattr(dataset, name) is not None:
             arrays[name] = getattr(dataset, name)
     return arrays

@@ -4,7 +4,7 @@ The attack of the paper's real-data experiment is "Witches' Brew" gradient match
 (Geiping et al., ICLR 2021) with an added penalty that moves the perturbation's energy to
 the last sequence elements. The attacker knows the training set and the architecture, not
 the victim's seed; it perturbs a small fraction of the training sequences within an l_inf
-budget (inputs stay in [0, 1]) and leaves every label unchanged.
+budget (inputs stay in a box, [0, 1] for pixels) and leaves every label unchanged.
 
 With surrogate models theta_s (trained on the clean set from their own seeds, optionally
 taken at several checkpoints of their training), poisons x_p + delta_p with labels y_p,
@@ -26,7 +26,7 @@ Training on the poisons moves theta along -grad L_p, hence (when (1) is small) a
 
 omega_l penalizes energy at early positions (eq. (2)), so the perturbation sits in the
 last elements, the paper's "last rows". delta is optimized by signed Adam and projected
-onto {|delta| <= eps, 0 <= x + delta <= 1} after every step, with the step size cut 10x
+onto {|delta| <= eps, low <= x + delta <= high} ([low, high] = [0, 1] unless given) after every step, with the step size cut 10x
 at 3/8, 5/8 and 7/8 of the steps, from ``restarts`` starts (the lowest J is kept).
 
 Starts. ``random``: uniform in the l_inf ball (Witches' Brew). ``collision`` (targeted
@@ -63,7 +63,7 @@ class CraftConfig:
     ----------
     mode : "untargeted" or "targeted"
     fraction : float, share of the training set that is perturbed
-    eps : float, l_inf budget on [0, 1] pixel values (16/255 in the paper)
+    eps : float, l_inf budget in the data's units (16/255 of [0, 1] pixel values in the paper)
     late_penalty : float, lam of eq. (1) (0 disables the move to late positions)
     steps : int, signed-Adam iterations of (1) per restart (0: the start is the attack)
     lr : float, step size in units of eps
@@ -152,18 +152,19 @@ def late_share(delta: np.ndarray, *, last: int) -> float:
 
 
 def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, x_attack, y_attack,
-          seed: int = 0, device="cpu", dtype=torch.float32) -> Crafted:
+          seed: int = 0, device="cpu", dtype=torch.float32, bounds: tuple[float, float] = (0.0, 1.0)) -> Crafted:
     """Craft clean-label poisons on the training set (x, y) by gradient matching, eq. (1).
 
     Parameters
     ----------
-    x : array (n, L) or (n, L, c) in [0, 1]; y : array (n,) int
+    x : array (n, L) or (n, L, c) in ``bounds``; y : array (n,) int
     spec, train : the architecture and training the attacker assumes (victims retrain from
         seeds the attacker does not know)
     config : CraftConfig
     x_attack, y_attack : the attacker's own clean data: the untargeted gradient's data, or
         the pool the targets are drawn from (``targeted``)
     seed : int, the attacker's randomness (surrogate seeds, selection, starts)
+    bounds : (low, high), the box the poisoned sequences stay in
 
     Returns
     -------
@@ -220,7 +221,7 @@ def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, 
             init = collision_start(x[poison], np.asarray(x_attack)[targets], eps=config.eps, late=config.late)
         else:
             init = (torch.rand(xp.shape, generator=gen, dtype=torch.float64) * 2 - 1) * config.eps
-        delta = _project(init.to(device=device, dtype=dtype), xp, config.eps).requires_grad_(True)
+        delta = _project(init.to(device=device, dtype=dtype), xp, config.eps, bounds).requires_grad_(True)
         opt = torch.optim.Adam([delta], lr=config.lr * config.eps)
         cuts = {round(config.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)}
         for step in range(config.steps):
@@ -233,13 +234,13 @@ def craft(*, x, y, spec: DeepSpec, train: DeepTrainConfig, config: CraftConfig, 
             delta.grad = grad.sign()
             opt.step()
             with torch.no_grad():
-                delta.copy_(_project(delta, xp, config.eps))
+                delta.copy_(_project(delta, xp, config.eps, bounds))
         j, match = _detached(objective, delta.detach())
         if float(j) < best_j:
             best, best_j, best_match = delta.detach().clone(), float(j), float(match)
     delta_np = best.cpu().double().numpy()
     x_out = x.copy()
-    x_out[poison] = np.clip(x[poison] + delta_np, 0.0, 1.0)
+    x_out[poison] = np.clip(x[poison] + delta_np, *bounds)
     delta_np = x_out[poison] - x[poison]
     stats = {"mode": config.mode, "poisons": len(poison), "eps": config.eps,
              "match_before": base_match, "match_after": best_match, "objective": best_j,
@@ -265,9 +266,10 @@ def _detached(objective, delta: torch.Tensor):
     return j.detach(), match.detach()
 
 
-def _project(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Onto |delta| <= eps and 0 <= x + delta <= 1."""
-    return torch.clamp(torch.clamp(delta, -eps, eps), -x, 1 - x)
+def _project(delta: torch.Tensor, x: torch.Tensor, eps: float, bounds: tuple[float, float]) -> torch.Tensor:
+    """Onto |delta| <= eps and low <= x + delta <= high."""
+    low, high = bounds
+    return torch.clamp(torch.clamp(delta, -eps, eps), low - x, high - x)
 
 
 def _pick_targets(sur: Params, xa: torch.Tensor, ya: torch.Tensor, *, count: int,

@@ -7,6 +7,13 @@ The dataset contract (DESIGN.md) is a ``.npz`` archive without pickled objects:
 ``x_val``    optional trusted reference sequences; may be longer than k
 ``y_val``    optional labels of the reference set (required with ``x_val``)
 ``is_poison`` optional bool (n,) ground truth, for benchmarks only
+``x_test``   optional held-out sequences (benchmarks: where harm is measured); the audit never reads them
+``y_test``   their labels (required with ``x_test``)
+``x_target`` optional attacked sequences of a targeted benchmark; the audit never reads them
+``y_target`` their true labels (required with ``x_target``)
+
+A ``.ts`` file (the UCR/UEA text format) loads too: its series and labels give ``x`` and
+``y`` (:func:`auditor.ucr.load_ts_dataset`; needs ``auditor[data]``).
 
 Every check raises :class:`DatasetError` with one line that says what is wrong, so the
 CLI and the API can report it without a traceback.
@@ -31,7 +38,8 @@ from typing import BinaryIO
 import numpy as np
 
 REQUIRED = ("x", "y")
-OPTIONAL = ("x_val", "y_val", "is_poison")
+OPTIONAL = ("x_val", "y_val", "is_poison", "x_test", "y_test", "x_target", "y_target")
+HELD_OUT = ("test", "target")     # optional (x_<name>, y_<name>) pairs the audit never reads
 KNOWN = REQUIRED + OPTIONAL
 
 
@@ -57,6 +65,8 @@ class Dataset:
         Ground truth. The detector never reads it; reports use it for evaluation.
     sha256 : str
         Hex digest of the file bytes the dataset was loaded from.
+    x_test, y_test, x_target, y_target : ndarray or None
+        A benchmark's held-out split and attacked sequences; the audit never reads them.
     """
 
     x: np.ndarray
@@ -65,6 +75,10 @@ class Dataset:
     y_val: np.ndarray | None
     is_poison: np.ndarray | None
     sha256: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    x_target: np.ndarray | None = None
+    y_target: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -138,6 +152,10 @@ def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None
         path = Path(source)
         if not path.is_file():
             raise DatasetError(f"no such file: {path}")
+        if path.suffix.lower() == ".ts":
+            from auditor.ucr import load_ts_dataset
+
+            return load_ts_dataset(path, max_bytes=max_bytes, max_array_bytes=max_array_bytes)
         data = path.read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -283,19 +301,10 @@ def validate_arrays(arrays: dict[str, np.ndarray], *, sha256: str = "") -> Datas
         raise DatasetError(f"x is empty (shape {x.shape})")
     y = _labels(arrays["y"], "y", n)
 
-    x_val = y_val = None
-    if ("x_val" in arrays) != ("y_val" in arrays):
-        raise DatasetError("x_val and y_val must be given together")
-    if "x_val" in arrays:
-        x_val = _float_array(arrays["x_val"], "x_val", ndims=(x.ndim,))
-        if x_val.shape[0] == 0 or x_val.shape[1] == 0:
-            raise DatasetError(f"x_val is empty (shape {x_val.shape})")
-        if x.ndim == 3 and x_val.shape[2] != x.shape[2]:
-            raise DatasetError(f"x_val has {x_val.shape[2]} channels, x has {x.shape[2]}")
-        y_val = _labels(arrays["y_val"], "y_val", x_val.shape[0])
-        if (y_val.dtype.kind == "i") != (y.dtype.kind == "i") or y_val.shape[1:] != y.shape[1:]:
-            raise DatasetError(f"y_val (dtype {y_val.dtype}, shape {y_val.shape}) does not match y "
-                               f"(dtype {y.dtype}, shape {y.shape})")
+    x_val, y_val = _extra_split(arrays, "val", x, y)
+    held_out = {}
+    for name in HELD_OUT:
+        held_out[f"x_{name}"], held_out[f"y_{name}"] = _extra_split(arrays, name, x, y)
 
     is_poison = None
     if "is_poison" in arrays:
@@ -307,7 +316,26 @@ def validate_arrays(arrays: dict[str, np.ndarray], *, sha256: str = "") -> Datas
                 raise DatasetError(f"is_poison must be boolean, got dtype {raw.dtype}")
         is_poison = raw.astype(bool)
 
-    return Dataset(x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison, sha256=sha256)
+    return Dataset(x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison, sha256=sha256, **held_out)
+
+
+def _extra_split(arrays: dict[str, np.ndarray], name: str, x: np.ndarray, y: np.ndarray):
+    """The validated pair (x_<name>, y_<name>), or (None, None) when absent."""
+    xs, ys = f"x_{name}", f"y_{name}"
+    if (xs in arrays) != (ys in arrays):
+        raise DatasetError(f"{xs} and {ys} must be given together")
+    if xs not in arrays:
+        return None, None
+    x_extra = _float_array(arrays[xs], xs, ndims=(x.ndim,))
+    if x_extra.shape[0] == 0 or x_extra.shape[1] == 0:
+        raise DatasetError(f"{xs} is empty (shape {x_extra.shape})")
+    if x.ndim == 3 and x_extra.shape[2] != x.shape[2]:
+        raise DatasetError(f"{xs} has {x_extra.shape[2]} channels, x has {x.shape[2]}")
+    y_extra = _labels(arrays[ys], ys, x_extra.shape[0])
+    if (y_extra.dtype.kind == "i") != (y.dtype.kind == "i") or y_extra.shape[1:] != y.shape[1:]:
+        raise DatasetError(f"{ys} (dtype {y_extra.dtype}, shape {y_extra.shape}) does not match y "
+                           f"(dtype {y.dtype}, shape {y.shape})")
+    return x_extra, y_extra
 
 
 MIN_EXAMPLES = 3        # the strategies need a base, a removed example and a control
@@ -347,10 +375,13 @@ def check_auditable(dataset: Dataset) -> None:
         raise DatasetError(f"{classes} classes: labels must be 0..C-1 with C <= {MAX_CLASSES}")
 
 
-def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None) -> str:
-    """Write a dataset in the contract format; return its sha256."""
+def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None, **held_out) -> str:
+    """Write a dataset in the contract format; return its sha256.
+
+    ``held_out`` takes the optional ``x_test``, ``y_test``, ``x_target``, ``y_target``.
+    """
     arrays = {"x": np.asarray(x), "y": np.asarray(y)}
-    for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison)):
+    for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison), *held_out.items()):
         if value is not None:
             arrays[name] = np.asarray(value)
     validate_arrays(arrays)

@@ -16,6 +16,8 @@ is the one offline real sequence set here.
 ``trusted``   the defender's trusted reference split (``x_val``, ``y_val`` of the data set)
 ``attacker``  the attacker's own clean data (crafting may use it; the defender never does)
 ``test``      the rest, held out: harm is measured there, apart from the audit's data
+
+(:func:`auditor.poisoning.stratified_split`.)
 """
 
 from __future__ import annotations
@@ -47,29 +49,11 @@ def split_digits(*, seed: int = 0, n_train: int = 600, n_trusted: int = 300,
     -------
     dict name -> (x (m, 64), y (m,)); rows of each part in a seeded random order.
     """
+    from auditor.poisoning import stratified_split
+
     x, y = load_digits_sequences()
-    sizes = {"train": n_train, "trusted": n_trusted, "attacker": n_attacker}
-    if min(sizes.values()) < CLASSES or sum(sizes.values()) > len(x):
-        raise ValueError(f"split sizes {sizes} need at least {CLASSES} each and at most {len(x)} in all")
-    rng = np.random.default_rng(seed)
-    order = _stratified_order(y, rng)
-    parts, start = {}, 0
-    for name, size in sizes.items():
-        idx = np.sort(order[start:start + size])
-        parts[name] = idx[rng.permutation(size)]
-        start += size
-    parts["test"] = np.sort(order[start:])
+    parts = stratified_split(y, {"train": n_train, "trusted": n_trusted, "attacker": n_attacker}, seed=seed)
     return {name: (x[idx], y[idx]) for name, idx in parts.items()}
-
-
-def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """All indices, ordered so that every prefix holds the classes in nearly equal shares."""
-    keys = np.empty(len(y))
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        idx = idx[rng.permutation(len(idx))]
-        keys[idx] = (np.arange(len(idx)) + rng.random()) / len(idx)      # position within the class
-    return np.argsort(keys + 1e-9 * rng.random(len(y)), kind="stable")
 
 
 def digits_attack(**overrides):
@@ -106,22 +90,14 @@ def make_digits_benchmark(*, seed: int = 0, n_train: int = 600, n_trusted: int =
     Returns
     -------
     dict with ``x`` (n_train, 64) and int ``y`` (the poisoned training set, labels
-    unchanged), ``x_val``/``y_val`` and ``is_poison``. For a ``targeted`` attack the
-    reference set is the attacked sequences with their true labels (the audit's outcome is
-    then the target loss); for ``untargeted`` it is the trusted split.
+    unchanged), ``x_val``/``y_val``, ``is_poison``, ``x_test``/``y_test`` (the rest of the
+    digits) and, when targeted, ``x_target``/``y_target``
+    (:func:`auditor.poisoning.poisoned_benchmark`). For a ``targeted`` attack the reference
+    set is the attacked sequences with their true labels (the audit's outcome is then the
+    target loss); for ``untargeted`` it is the trusted split.
     """
-    from auditor.crafting import craft
-    from auditor.deep import DeepSpec, DeepTrainConfig
+    from auditor.poisoning import poisoned_benchmark
 
-    attack = attack or digits_attack()
     parts = split_digits(seed=seed, n_train=n_train, n_trusted=n_trusted, n_attacker=n_attacker)
-    (x, y), (x_tr, y_tr), (x_at, y_at) = parts["train"], parts["trusted"], parts["attacker"]
-    crafted = craft(x=x, y=y, spec=DeepSpec(n_classes=CLASSES), train=DeepTrainConfig(), config=attack,
-                    x_attack=x_at, y_attack=y_at, seed=seed, device=device)
-    is_poison = np.zeros(len(x), bool)
-    is_poison[crafted.poison] = True
-    if crafted.targets is not None:
-        x_val, y_val = x_at[crafted.targets], y_at[crafted.targets]
-    else:
-        x_val, y_val = x_tr, y_tr
-    return {"x": crafted.x, "y": y, "x_val": x_val, "y_val": y_val, "is_poison": is_poison}
+    return poisoned_benchmark(parts, n_classes=CLASSES, attack=attack or digits_attack(), seed=seed, device=device,
+                              reference="targets")

@@ -1,7 +1,7 @@
 """The ``auditor`` command line: one module per command group.
 
 ``main`` builds the parser and dispatches; ``local`` (demo, audit, clean), ``data``
-(make-benchmark), ``paper`` (reproduce, bench), ``client`` (submit, status, report, cancel,
+(make-benchmark, convert), ``paper`` (reproduce, bench), ``client`` (submit, status, report, cancel,
 scan) and ``service`` (serve, worker, keys) declare their commands; ``common`` holds the
 exit codes and each shared flag, declared once. Handlers import what they need when they
 run: importing this package or ``auditor --help`` loads no service stack.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from auditor.cli.common import CLIError
 
-KINDS = ("standalone", "network", "decoys", "clean", "digits")
+KINDS = ("standalone", "network", "decoys", "clean", "digits", "ucr")
+# auditor.ucr.DATASETS and ATTACKS, spelled out so that building the parser imports neither aeon nor numpy
+UCR_DATASETS = ("ItalyPowerDemand", "GunPoint", "ArrowHead", "OSULeaf", "JapaneseVowels", "BasicMotions")
+UCR_ATTACKS = ("none", "untargeted", "targeted", "collision")
 
 
 def add_commands(commands) -> None:
@@ -12,22 +15,42 @@ def add_commands(commands) -> None:
                             description="Write a poisoned data set with ground truth (is_poison) to an .npz file.")
     p.add_argument("--kind", choices=KINDS, required=True,
                    help="generated regression sets (standalone, network, decoys, clean), or digits: scikit-learn's "
-                        "8x8 digits as 64-step pixel sequences with crafted poisons")
+                        "8x8 digits as 64-step pixel sequences with crafted poisons, or ucr: a UCR/UEA set bundled with "
+                        "aeon (--dataset, --attack; needs auditor[data])")
     p.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz")
     p.add_argument("--seed", type=int, default=0, help="default 0")
-    p.add_argument("--n", type=int, default=None, help="training examples (default 200; digits 600)")
-    p.add_argument("--poison-fraction", type=float, default=0.05, help="default 0.05")
+    p.add_argument("--n", type=int, default=None, help="training examples (default 200; digits 600; ucr 40%% of the set)")
+    p.add_argument("--poison-fraction", type=float, default=None, help="default 0.05 (ucr 0.1)")
+    p.add_argument("--dataset", choices=UCR_DATASETS, default=None, help="the UCR/UEA set (ucr only)")
+    p.add_argument("--attack", choices=UCR_ATTACKS, default=None,
+                   help="ucr only: none (the clean re-split), untargeted or targeted gradient matching, or a targeted "
+                        "late collision (docs/benchmarks.md)")
     p.add_argument("--length", type=int, default=6, help="training sequence length k (default 6; not for digits)")
     p.add_argument("--poison-positions", default="2",
                    help="comma-separated positions counted from the end (2 = k-1) that carry a poison's energy "
                         "(default 2)")
     p.set_defaults(handler=run_make_benchmark)
 
+    c = commands.add_parser("convert", help="write a .ts training file (and a reference .ts) as an audit .npz",
+                            description="Write UCR/UEA .ts files as an audit data set: TRAIN.ts gives x and y, "
+                                        "--reference REF.ts the trusted reference split x_val and y_val, with the "
+                                        "classes of both numbered together (needs auditor[data]).")
+    c.add_argument("file", metavar="TRAIN.ts", help="the training set (.ts)")
+    c.add_argument("--reference", metavar="REF.ts", help="the trusted reference split (.ts)")
+    c.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz")
+    c.set_defaults(handler=run_convert)
+
 
 def run_make_benchmark(args) -> int:
     from auditor.benchmarks import BenchmarkSpec, make_benchmark
     from auditor.data import save_dataset
 
+    if args.kind == "ucr":
+        return _make_ucr(args)
+    if args.dataset is not None or args.attack is not None:
+        raise CLIError("--dataset and --attack are for --kind ucr")
+    if args.poison_fraction is None:
+        args.poison_fraction = 0.05
     if args.kind == "digits":
         return _make_digits(args)
     try:
@@ -58,4 +81,47 @@ def _make_digits(args) -> int:
     digest = save_dataset(args.out, **arrays)
     print(f"wrote {args.out}: {len(arrays['x'])} digit sequences of length 64, {int(arrays['is_poison'].sum())} "
           f"poisons, {len(arrays['x_val'])} reference sequence(s) (the attacked ones), sha256 {digest}")
+    return 0
+
+
+def _make_ucr(args) -> int:
+    import torch
+
+    from auditor.data import save_dataset
+    from auditor.ucr import MissingExtra, make_ucr_benchmark
+
+    if args.dataset is None or args.attack is None:
+        raise CLIError("--kind ucr needs --dataset NAME and --attack {" + ",".join(UCR_ATTACKS) + "}")
+    overrides = {}
+    if args.poison_fraction is not None:
+        if not 0 < args.poison_fraction <= 0.5:
+            raise CLIError("--poison-fraction must be in (0, 0.5]")
+        overrides["fraction"] = args.poison_fraction
+    torch.set_num_threads(1)
+    try:
+        arrays = make_ucr_benchmark(args.dataset, attack=args.attack, seed=args.seed, n_train=args.n, **overrides)
+    except MissingExtra as exc:
+        raise CLIError(str(exc)) from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    digest = save_dataset(args.out, **arrays)
+    x = arrays["x"]
+    shape = f"length {x.shape[1]}" + (f", {x.shape[2]} channels" if x.ndim == 3 else "")
+    print(f"wrote {args.out}: {args.dataset}, {len(x)} training sequences of {shape}, "
+          f"{int(arrays['is_poison'].sum())} poisons ({args.attack}), {len(arrays['x_val'])} trusted, "
+          f"{len(arrays.get('x_test', []))} test, sha256 {digest}")
+    return 0
+
+
+def run_convert(args) -> int:
+    from auditor.data import DatasetError, save_dataset
+    from auditor.ucr import ts_arrays
+
+    try:
+        arrays = ts_arrays(args.file, reference=args.reference)
+        digest = save_dataset(args.out, **arrays)
+    except DatasetError as exc:
+        raise CLIError(str(exc)) from None
+    reference = f", {len(arrays['x_val'])} reference sequences" if "x_val" in arrays else ""
+    print(f"wrote {args.out}: {len(arrays['x'])} training sequences{reference}, sha256 {digest}")
     return 0

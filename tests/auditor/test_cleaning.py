@@ -73,3 +73,20 @@ def test_clean_file_refuses_another_files_report_and_bad_indices(dataset_file, t
     with pytest.raises(DatasetError, match="flagged"):
         clean_file(path, report={"reproduce": {"dataset_sha256": sha}}, out=out)
     assert not out.exists()
+
+
+def test_held_out_arrays_are_kept_whole_even_with_n_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 6
+    arrays = {"x": rng.standard_normal((n, 4)), "y": np.arange(n) % 2, "x_val": rng.standard_normal((3, 4)),
+              "y_val": np.array([0, 1, 0]), "is_poison": np.eye(n, dtype=bool)[0],
+              "x_test": rng.standard_normal((n, 4)), "y_test": np.arange(n) % 2,
+              "x_target": rng.standard_normal((1, 4)), "y_target": np.array([1])}
+    data = tmp_path / "d.npz"
+    save_dataset(data, **arrays)
+    out = tmp_path / "c.npz"
+    clean_file(data, report={"flagged": [0, 2]}, out=out)
+    cleaned = load_dataset(out)
+    assert cleaned.n == 4 and not cleaned.is_poison.any()
+    for name in ("x_test", "y_test", "x_target", "y_target", "x_val"):
+        assert np.array_equal(getattr(cleaned, name), arrays[name]), name

@@ -187,3 +187,17 @@ def test_narrow_dtypes_count_at_the_size_the_audit_converts_them_to():
     with pytest.raises(DatasetTooLarge):
         parse_dataset(data, max_array_bytes=500_000)
     assert parse_dataset(data, max_array_bytes=900_000).x.dtype == np.float64
+
+
+def test_held_out_test_and_target_arrays_are_validated_like_the_reference():
+    rng = np.random.default_rng(0)
+    base = {"x": rng.standard_normal((5, 4)), "y": np.arange(5) % 2}
+    d = validate_arrays({**base, "x_test": rng.standard_normal((3, 4)), "y_test": np.array([0, 1, 1]),
+                         "x_target": rng.standard_normal((1, 4)), "y_target": np.array([1])})
+    assert d.x_test.shape == (3, 4) and d.y_target.tolist() == [1] and d.x_val is None
+    with pytest.raises(DatasetError, match="x_test and y_test must be given together"):
+        validate_arrays({**base, "x_test": rng.standard_normal((3, 4))})
+    with pytest.raises(DatasetError, match="y_target .* does not match y"):
+        validate_arrays({**base, "x_target": rng.standard_normal((1, 4)), "y_target": np.array([0.5])})
+    with pytest.raises(DatasetError, match="x_test must be 2-D"):
+        validate_arrays({**base, "x_test": rng.standard_normal((3, 4, 2)), "y_test": np.array([0, 1, 1])})
