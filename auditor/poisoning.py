@@ -90,7 +90,9 @@ def poisoned_benchmark(parts: dict[str, tuple[np.ndarray, np.ndarray]], *, n_cla
         from auditor.crafting import craft
         from auditor.deep import DeepSpec, DeepTrainConfig
 
-        crafted = craft(x=x, y=y, spec=DeepSpec(n_classes=n_classes), train=DeepTrainConfig(), config=attack,
+        channels = 1 if np.ndim(x) == 2 else int(np.shape(x)[2])
+        crafted = craft(x=x, y=y, spec=DeepSpec(n_classes=n_classes, d_input=channels), train=DeepTrainConfig(),
+                        config=attack,
                         x_attack=x_at, y_attack=y_at, seed=seed, device=device, bounds=bounds)
         arrays["x"] = crafted.x
         arrays["is_poison"][crafted.poison] = True

@@ -197,9 +197,6 @@ def make_ucr_benchmark(name: str, *, attack: str = "none", seed: int = 0, n_trai
     parts = split_ucr(name, seed=seed, n_train=n_train)
     x, y = parts["train"]
     config = ucr_attack(attack, length=x.shape[1], **overrides)
-    if config is not None and x.ndim == 3:
-        raise ValueError(f"{name} has {x.shape[2]} channels; crafting takes single-channel sequences, "
-                         "so only --attack none works on it")
     seen = np.concatenate([x, parts["attacker"][0]])
     classes = int(max(int(part[1].max()) for part in parts.values() if len(part[1]))) + 1
     return poisoned_benchmark(parts, n_classes=classes, attack=config, seed=seed, device=device,

@@ -108,17 +108,21 @@ def test_cli_writes_clean_twin_and_collision_benchmarks(tmp_path):
 
 
 @aeon
-def test_multichannel_sets_clean_only(tmp_path):
+def test_multichannel_sets_clean_and_attacked(tmp_path):
     out = tmp_path / "bm.npz"
     run = _auditor("make-benchmark", "--kind", "ucr", "--dataset", "BasicMotions", "--attack", "none",
                    "--out", str(out))
     assert run.returncode == 0, run.stderr
     d = load_dataset(out)
     assert d.x.shape == (32, 100, 6) and d.x_val.shape == (16, 100, 6) and d.channels == 6
-    bad = _auditor("make-benchmark", "--kind", "ucr", "--dataset", "BasicMotions", "--attack", "targeted",
-                   "--out", str(tmp_path / "no.npz"))
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "channels" in bad.stderr
-    assert not (tmp_path / "no.npz").exists()
+    attacked = tmp_path / "bm-collision.npz"
+    run = _auditor("make-benchmark", "--kind", "ucr", "--dataset", "BasicMotions", "--attack", "collision",
+                   "--out", str(attacked))
+    assert run.returncode == 0, run.stderr
+    a = load_dataset(attacked)
+    assert a.x.shape == d.x.shape and a.is_poison.any() and a.x_target.shape == (1, 100, 6)
+    changed = np.abs(a.x - d.x).max(axis=(1, 2)) > 0                                  # (n,)
+    assert changed.any() and not changed[~a.is_poison].any()                          # only poisons move
 
 
 TS = """# a hand-written file: comments and blank lines are ignored
