@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from auditor.config import AuditConfig, planned_trials
-from auditor.data import Dataset
+from auditor.data import Dataset, with_reference
 from auditor.executors import Executor, InlineExecutor
 from auditor.strategies import Context, Verdict, plan, resolve
 from auditor.trials import Outcome, Problem, Screened, Trial, curves_of, mechanism_of, screens_of
@@ -35,11 +35,13 @@ def build_problem(dataset: Dataset, config: AuditConfig, *, allow_import: bool =
     built-in, an installed entry point or ``module:attr``. Integer labels (classification)
     get deep S4D classifiers scored by their trusted-set cross-entropy
     (:mod:`auditor.deep_problem`) unless a model other than the paper's regression students
-    is named; float labels the paper's SSM students by default. ``allow_import=False``
+    is named; float labels the paper's SSM students by default. Models are scored on the
+    reference set of ``config.mode`` (:func:`auditor.data.with_reference`). ``allow_import=False``
     refuses ``module:attr`` (services: a client must not name code to import).
     """
     from auditor.models import model_for
 
+    dataset = with_reference(dataset, mode=config.mode)
     return model_for(dataset, config, allow_import=allow_import).problem(dataset, config)
 
 

@@ -37,6 +37,10 @@ class AuditConfig(BaseModel):
 
         return check_model_name(value, allow_import=True)
 
+    mode: Literal["blind", "forensics"] = Field(
+        "blind", description="blind: every model is scored on the trusted reference set (x_val, y_val); "
+        "forensics: on the known attacked example (x_target, y_target), to find the poisons behind one "
+        "misclassified example (docs/data.md)")
     deep_init: Literal["s4d-lin", "s4d-inv", "s4d-legs"] = Field(
         "s4d-lin", description="initial diagonal A of the s4d classifier: S4D-Lin, S4D-Inv or S4D-LegS "
         "(auditor.deep.initial_a, docs/models.md)")

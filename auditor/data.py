@@ -1,6 +1,6 @@
 """Load, validate and fingerprint audit datasets.
 
-The dataset contract (DESIGN.md) is a ``.npz`` archive without pickled objects:
+The dataset contract (docs/data.md) is a ``.npz`` archive without pickled objects:
 
 ``x``        float (n, k) or (n, k, channels)   training sequences
 ``y``        float (n,) or (n, outputs), or int (n,) class labels
@@ -9,7 +9,7 @@ The dataset contract (DESIGN.md) is a ``.npz`` archive without pickled objects:
 ``is_poison`` optional bool (n,) ground truth, for benchmarks only
 ``x_test``   optional held-out sequences (benchmarks: where harm is measured); the audit never reads them
 ``y_test``   their labels (required with ``x_test``)
-``x_target`` optional attacked sequences of a targeted benchmark; the audit never reads them
+``x_target`` optional attacked sequences of a targeted attack; read only by a forensics audit
 ``y_target`` their true labels (required with ``x_target``)
 
 A ``.ts`` file (the UCR/UEA text format) loads too: its series and labels give ``x`` and
@@ -31,7 +31,7 @@ import io
 import math
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -112,6 +112,7 @@ class Dataset:
             "n_val": None if self.x_val is None else int(self.x_val.shape[0]),
             "length_val": None if self.x_val is None else int(self.x_val.shape[1]),
             "has_ground_truth": self.is_poison is not None,
+            "n_target": None if self.x_target is None else int(self.x_target.shape[0]),
         }
 
 
@@ -373,6 +374,32 @@ def check_auditable(dataset: Dataset) -> None:
     classes = int(max(dataset.y.max(), dataset.y_val.max())) + 1
     if classes > MAX_CLASSES:
         raise DatasetError(f"{classes} classes: labels must be 0..C-1 with C <= {MAX_CLASSES}")
+
+
+MODES = ("blind", "forensics")
+
+
+def with_reference(dataset: Dataset, *, mode: str) -> Dataset:
+    """The dataset as an audit in ``mode`` sees it.
+
+    ``blind`` (the default): models are scored on the trusted reference set (``x_val``,
+    ``y_val``), a clean held-out split; the defender need not know what was attacked.
+    ``forensics``: on the known attacked example(s) (``x_target``, ``y_target``), which
+    then stand in for the reference set: given a misclassified example, find the training
+    examples behind it (as in Poison Forensics, Shan et al., 2022).
+
+    Raises
+    ------
+    DatasetError
+        A forensics audit of a set without ``x_target``.
+    """
+    if mode not in MODES:
+        raise DatasetError(f"unknown audit mode {mode!r}; known: {', '.join(MODES)}")
+    if mode == "blind":
+        return dataset
+    if dataset.x_target is None:
+        raise DatasetError("a forensics audit needs the attacked example(s): arrays x_target and y_target")
+    return replace(dataset, x_val=dataset.x_target, y_val=dataset.y_target)
 
 
 def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None, **held_out) -> str:

@@ -92,12 +92,11 @@ def make_digits_benchmark(*, seed: int = 0, n_train: int = 600, n_trusted: int =
     dict with ``x`` (n_train, 64) and int ``y`` (the poisoned training set, labels
     unchanged), ``x_val``/``y_val``, ``is_poison``, ``x_test``/``y_test`` (the rest of the
     digits) and, when targeted, ``x_target``/``y_target``
-    (:func:`auditor.poisoning.poisoned_benchmark`). For a ``targeted`` attack the reference
-    set is the attacked sequences with their true labels (the audit's outcome is then the
-    target loss); for ``untargeted`` it is the trusted split.
+    (:func:`auditor.poisoning.poisoned_benchmark`). ``x_val`` is the trusted split; a
+    targeted attack is audited in forensics mode (``AuditConfig(mode="forensics")``), whose
+    models are scored on the target (the audit's outcome is then the target loss).
     """
     from auditor.poisoning import poisoned_benchmark
 
     parts = split_digits(seed=seed, n_train=n_train, n_trusted=n_trusted, n_attacker=n_attacker)
-    return poisoned_benchmark(parts, n_classes=CLASSES, attack=attack or digits_attack(), seed=seed, device=device,
-                              reference="targets")
+    return poisoned_benchmark(parts, n_classes=CLASSES, attack=attack or digits_attack(), seed=seed, device=device)

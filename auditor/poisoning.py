@@ -60,8 +60,8 @@ def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def poisoned_benchmark(parts: dict[str, tuple[np.ndarray, np.ndarray]], *, n_classes: int, attack=None,
-                       seed: int = 0, device: str = "cpu", bounds: tuple[float, float] = (0.0, 1.0),
-                       reference: str = "trusted") -> dict[str, np.ndarray]:
+                       seed: int = 0, device: str = "cpu",
+                       bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, np.ndarray]:
     """The arrays of a poisoned (or, with ``attack=None``, clean) benchmark.
 
     Parameters
@@ -72,17 +72,14 @@ def poisoned_benchmark(parts: dict[str, tuple[np.ndarray, np.ndarray]], *, n_cla
     seed : int, the attacker's randomness
     device : where the attacker's surrogates train
     bounds : (low, high), the box the poisoned sequences stay in
-    reference : "trusted" (``x_val``/``y_val`` = the trusted split) or "targets" (a targeted
-        attack's attacked sequences with their true labels; the trusted split otherwise)
 
     Returns
     -------
     dict with ``x``, int ``y`` (the training split, poisons perturbed, labels unchanged),
-    ``x_val``/``y_val``, ``is_poison``, ``x_test``/``y_test`` and, for a targeted attack,
-    ``x_target``/``y_target`` (the attacked sequences and their true labels).
+    ``x_val``/``y_val`` (the trusted split: what a blind audit scores models on),
+    ``is_poison``, ``x_test``/``y_test`` and, for a targeted attack, ``x_target``/``y_target``
+    (the attacked sequences and their true labels: what a forensics audit scores models on).
     """
-    if reference not in ("trusted", "targets"):
-        raise ValueError(f"unknown reference {reference!r}; known: trusted, targets")
     (x, y), (x_tr, y_tr), (x_at, y_at), (x_te, y_te) = (parts[p] for p in ("train", "trusted", "attacker", "test"))
     arrays = {"x": np.asarray(x, np.float64), "y": y, "x_val": x_tr, "y_val": y_tr,
               "is_poison": np.zeros(len(x), bool)}
@@ -92,14 +89,11 @@ def poisoned_benchmark(parts: dict[str, tuple[np.ndarray, np.ndarray]], *, n_cla
 
         channels = 1 if np.ndim(x) == 2 else int(np.shape(x)[2])
         crafted = craft(x=x, y=y, spec=DeepSpec(n_classes=n_classes, d_input=channels), train=DeepTrainConfig(),
-                        config=attack,
-                        x_attack=x_at, y_attack=y_at, seed=seed, device=device, bounds=bounds)
+                        config=attack, x_attack=x_at, y_attack=y_at, seed=seed, device=device, bounds=bounds)
         arrays["x"] = crafted.x
         arrays["is_poison"][crafted.poison] = True
         if crafted.targets is not None:
             arrays["x_target"], arrays["y_target"] = x_at[crafted.targets], y_at[crafted.targets]
-            if reference == "targets":
-                arrays["x_val"], arrays["y_val"] = arrays["x_target"], arrays["y_target"]
     if len(x_te):
         arrays["x_test"], arrays["y_test"] = x_te, y_te
     return arrays

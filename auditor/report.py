@@ -180,6 +180,7 @@ def build_report(result: AuditResult, dataset: Dataset, config: AuditConfig) -> 
         "generalization": _generalization(verdict.confirmation, metric=result.metric),
         "confirmation": _confirmation(verdict.confirmation, flagged=verdict.flagged, details=verdict.details),
         "strategy": result.strategy,
+        "mode": config.mode,
         "budget": int(result.budget),
         "details": json_safe(verdict.details),
         "screens": {name: json_safe(np.asarray(v, float)) for name, v in result.screens.items()},

@@ -51,10 +51,11 @@ def audit_cost(config: dict, n: int, task: str) -> int:
         return 0
 
 
-def check_config(config: AuditConfig, settings: Settings, datasets: list[tuple[str, int, str]]) -> None:
+def check_config(config: AuditConfig, settings: Settings, datasets: list) -> None:
     """422 for a config this service cannot run: a model that is not registered (a service
-    never imports code a request names), a device it does not offer, or an audit of one of
-    ``datasets`` ((id, n, task)) that would cost more trial-steps than one audit may."""
+    never imports code a request names), a device it does not offer, a forensics audit of a
+    dataset without its attacked example, or an audit of one of ``datasets`` (stored rows)
+    that would cost more trial-steps than one audit may."""
     try:
         check_model_name(config.model, allow_import=False)
     except ModelError as exc:
@@ -63,11 +64,14 @@ def check_config(config: AuditConfig, settings: Settings, datasets: list[tuple[s
         raise config_error("device", f"device {config.device!r} is not offered by this service; "
                                      f"allowed: {', '.join(settings.devices)}")
     cap = min(settings.max_audit_trial_steps, settings.max_tenant_trial_steps)
-    for dataset_id, n, task in datasets:
-        cost = trial_steps(config, n=n, task=task)
+    for row in datasets:
+        if config.mode == "forensics" and not row.summary.get("n_target"):
+            raise config_error("mode", f"dataset {row.id} has no attacked example (x_target, y_target) for a "
+                                       "forensics audit; audit it blind")
+        cost = trial_steps(config, n=row.n, task=row.task)
         if cost > cap:
             trials = cost // config.max_steps
-            raise config_error("", f"an audit of dataset {dataset_id} would cost up to {trials} trials x "
+            raise config_error("", f"an audit of dataset {row.id} would cost up to {trials} trials x "
                                    f"{config.max_steps} max_steps = {cost} trial-steps, over the limit of {cap}; "
                                    "lower budget, confirm_seeds or max_steps")
 
@@ -92,7 +96,7 @@ def create_audit(body: AuditCreate, principal: CurrentPrincipal, session: Sessio
     dataset = repository.get_dataset(session, principal.tenant_id, body.dataset_id) if is_id(body.dataset_id) else None
     if dataset is None:
         raise HTTPException(404, f"dataset {body.dataset_id!r} not found")
-    check_config(body.config, settings, [(dataset.id, dataset.n, dataset.task)])
+    check_config(body.config, settings, [dataset])
     audit, created = repository.create_audit(session, tenant_id=principal.tenant_id, dataset_id=body.dataset_id,
                                              config=body.config.model_dump(mode="json"),
                                              idempotency_key=idempotency_key, quota=quota(settings))

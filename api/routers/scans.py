@@ -65,7 +65,7 @@ def create_scan(body: ScanCreate, principal: CurrentPrincipal, session: SessionD
     missing = [d for d in dataset_ids if d not in found]
     if missing:
         raise HTTPException(404, f"dataset(s) not found: {', '.join(missing)}")
-    check_config(body.config, settings, [(d, found[d].n, found[d].task) for d in dataset_ids])
+    check_config(body.config, settings, [found[d] for d in dataset_ids])
     scan, audits = repository.create_scan(session, tenant_id=principal.tenant_id, dataset_ids=dataset_ids,
                                           config=body.config.model_dump(mode="json"), quota=quota(settings))
     response.headers["Location"] = f"{router.prefix}/{scan.id}"

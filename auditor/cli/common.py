@@ -15,11 +15,12 @@ EXIT_USAGE = 2          # bad input or usage: unknown flag, unreadable file, unk
 EXIT_FAILED = 3         # the run failed: training failed, server error, audit failed or canceled
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-# the values of auditor.config.Strategy, the built-in models of auditor.models and the default of
+# the values of auditor.config.Strategy and of AuditConfig.mode, the built-in models of auditor.models and the default of
 # confirm_seeds, spelled out so that building the parser imports neither pydantic nor the registry
 # (tests/auditor/test_cli.py holds them equal)
 STRATEGY_CHOICES = ("auto", "group", "core", "loo", "banzhaf")
 MODEL_CHOICES = ("ssm", "network", "s4d")
+MODE_CHOICES = ("blind", "forensics")
 CONFIRM_SEEDS = 8
 MODEL_HELP = ("the student every trial trains: ssm (the standalone SSM, setting B; the default), network (the "
               "SSM followed by a ReLU MLP, setting C), s4d (the deep S4D classifier, which classification sets "
@@ -61,6 +62,9 @@ def add_audit_flags(p: argparse.ArgumentParser, *, local: bool = False) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
     p.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS,
                    help=f"fresh seeds of the confirmation round (default {CONFIRM_SEEDS})")
+    p.add_argument("--mode", choices=MODE_CHOICES, default="blind",
+                   help="blind (default): score models on the trusted reference set x_val, y_val; forensics: on "
+                        "the known attacked example x_target, y_target (find the poisons behind it)")
     if local:
         add_device_flag(p)
 
@@ -143,7 +147,7 @@ def audit_config(**fields):
 def audit_settings(args: argparse.Namespace) -> dict:
     """The audit flags as the JSON config a server takes (defaults left out)."""
     config = audit_config(strategy=args.strategy, budget=args.budget, seed=args.seed,
-                          confirm_seeds=args.confirm_seeds, model=args.model)
+                          confirm_seeds=args.confirm_seeds, model=args.model, mode=args.mode)
     return config.model_dump(mode="json", exclude_defaults=True)
 
 

@@ -71,7 +71,7 @@ def run_audit_command(args) -> int:
     if args.ray_address and args.executor != "ray":
         raise CLIError("--ray-address needs --executor ray")
     config = audit_config(strategy=args.strategy, budget=args.budget, seed=args.seed, confirm_seeds=args.confirm_seeds,
-                          model=args.model, device=args.device)
+                          model=args.model, mode=args.mode, device=args.device)
     return audit_file(args.file, config, as_json=args.json, json_path=args.out, html_path=args.html,
                       executor=args.executor, ray_address=args.ray_address)
 

@@ -249,6 +249,16 @@ def test_a_device_the_service_does_not_offer_is_422(backend, key, api, dataset_i
     assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
 
 
+def test_a_forensics_audit_of_a_set_without_its_target_is_422(backend, key, api, dataset_id):
+    response = submit(api, dataset_id, {"mode": "forensics"})
+    assert response.status_code == 422, response.text
+    assert "x_target" in response.json()["detail"] and "blind" in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"] == ["body", "config", "mode"]
+    scan = api.post("/scans", json={"dataset_ids": [dataset_id], "config": {"mode": "forensics"}})
+    assert scan.status_code == 422, scan.text
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
+
+
 def test_an_audit_over_the_cost_limit_is_422(backend, key, api, dataset_id):
     response = submit(api, dataset_id, {"budget": 1_000_000, "max_steps": 1_000_000})
     assert response.status_code == 422, response.text

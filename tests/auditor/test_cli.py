@@ -206,3 +206,24 @@ def test_audit_takes_a_users_model_by_module_and_attribute(tmp_path):
     assert report["trials"] > 0 and report["reproduce"]["config"]["model"] == "usermodels:model"
     bad = _auditor("audit", str(data), "--model", "nosuchmodule_xyz:model")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_forensics_mode_scores_on_the_target_and_needs_one(tmp_path):
+    import numpy as np
+
+    from auditor.audit import build_problem
+    from auditor.config import AuditConfig
+    from auditor.data import load_dataset
+
+    data = tmp_path / "b.npz"
+    assert _auditor("make-benchmark", "--kind", "standalone", "--n", "40", "--out", str(data)).returncode == 0
+    out = _auditor("audit", str(data), "--mode", "forensics")
+    assert out.returncode == 2 and "x_target" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    with np.load(data) as arrays:
+        targeted = dict(arrays) | {"x_target": arrays["x_val"][:4], "y_target": arrays["y_val"][:4]}
+    np.savez(tmp_path / "t.npz", **targeted)
+    dataset = load_dataset(tmp_path / "t.npz")
+    assert np.array_equal(build_problem(dataset, AuditConfig(mode="forensics")).x_val, targeted["x_target"])
+    assert build_problem(dataset, AuditConfig()).x_val.shape[0] == len(targeted["x_val"]) > 4
+    out = _auditor("audit", str(tmp_path / "t.npz"), "--mode", "forensics", "--json")
+    assert out.returncode in (0, 1) and json.loads(out.stdout)["mode"] == "forensics", out.stderr

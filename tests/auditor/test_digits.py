@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from auditor.data import validate_arrays
+from auditor.data import validate_arrays, with_reference
 from auditor.digits import (
     CLASSES,
     LENGTH,
@@ -51,6 +51,9 @@ def test_benchmark_keeps_labels_and_poisons_only_late_elements():
     delta = dataset.x - clean_x
     assert np.abs(delta[:, :LENGTH - attack.late]).max() == 0.0
     assert np.abs(delta).max() <= attack.eps + 1e-12 and dataset.x.min() >= 0 and dataset.x.max() <= 1
-    assert dataset.x_val.shape == (1, LENGTH)                         # the attacked sequence
+    assert dataset.x_target.shape == (1, LENGTH)                      # the attacked sequence
+    assert dataset.x_val.shape == (50, LENGTH)                        # the trusted split: blind audits
     assert len(set(dataset.y[dataset.is_poison])) == 1                # drawn from the adversarial class
-    assert dataset.y[dataset.is_poison][0] != dataset.y_val[0]
+    assert dataset.y[dataset.is_poison][0] != dataset.y_target[0]
+    forensics = with_reference(dataset, mode="forensics")
+    assert np.array_equal(forensics.x_val, dataset.x_target) and with_reference(dataset, mode="blind") is dataset
