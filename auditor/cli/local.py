@@ -146,11 +146,29 @@ def run_clean(args) -> int:
 
 
 def _clean_server(args) -> int:
-    from auditor.cli.client import client_call, open_client
+    """Download the server's cleaned copy (an .npz) to ``args.out``; a ``.csv`` or ``.parquet``
+    ``args.out`` gets it as a table."""
+    import tempfile
 
-    with open_client(args) as client:
-        result = client_call(client.cleaned, args.audit, args.out)
-    print(_cleaned_line(args.out, result) if isinstance(result, dict) else f"wrote {args.out}")
+    from auditor.cli.client import client_call, open_client
+    from auditor.data import load_dataset, save_dataset, sha256_bytes
+
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="auditor-clean-") as tmp, open_client(args) as client:
+        npz = Path(tmp) / "cleaned.npz"
+        client_call(client.cleaned, args.audit, npz)
+        dataset = load_dataset(npz)
+        try:
+            if out.suffix.lower() in (".csv", ".parquet"):
+                arrays = {name: getattr(dataset, name) for name in ("x", "y", "x_val", "y_val", "is_poison")
+                          if getattr(dataset, name) is not None}
+                sha = save_dataset(out, **arrays)
+            else:
+                out.write_bytes(npz.read_bytes())
+                sha = sha256_bytes(npz.read_bytes())
+        except OSError as exc:
+            raise CLIError(f"cannot write {out}: {exc.strerror}") from None
+    print(f"wrote {out}: {dataset.n} training examples, sha256 {sha}")
     return 0
 
 
