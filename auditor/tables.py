@@ -50,15 +50,18 @@ def is_parquet(data: bytes) -> bool:
 def csv_header(data: bytes) -> list[str] | None:
     """The column names of a CSV table, or None when ``data`` does not start like one (not
     UTF-8 text, or no ``x_<t>``, ``x_<t>_c<c>``, ``y`` or ``y_<j>`` name in its first line)."""
-    end = data.find(b"\n")
-    line = data if end < 0 else data[:end]
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    line = data[:min(ends)] if ends else data
     if b"\x00" in line:
         return None
     try:
-        text = line.decode("utf-8-sig").rstrip("\r")
+        text = line.decode("utf-8-sig")
     except UnicodeDecodeError:
         return None
-    names = [name.strip() for name in next(csv.reader([text]), [])]
+    try:
+        names = [name.strip() for name in next(csv.reader([text]), [])]
+    except csv.Error:                                   # e.g. a field over the csv module's size limit
+        return None
     return names if any(_kind(name) in ("x", "y") for name in names) else None
 
 
@@ -83,9 +86,9 @@ def table_arrays(data: bytes, *, allowance: int) -> dict[str, np.ndarray]:
         names = csv_header(data)
         if names is None:
             raise DatasetError(NOT_A_DATASET)
-        rows = data.count(b"\n") + (not data.endswith(b"\n"))        # at least the data rows, plus the header
+        rows = max(data.count(b"\n"), data.count(b"\r")) + (not data.endswith((b"\n", b"\r")))  # lines, header too
         _check_cells(rows, len(names), allowance)
-        frame = _read_csv(data)
+        frame = _read_csv(data, names)
         fmt = "CSV"
     return frame_arrays(frame, fmt=fmt)
 
@@ -252,7 +255,10 @@ def _numeric(column, name: str, fmt: str) -> None:
 
     if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
         return
-    parsed = pd.to_numeric(column, errors="coerce")
+    try:
+        parsed = pd.to_numeric(column, errors="coerce")
+    except (TypeError, ValueError):                       # cells no number parser takes (lists, mappings)
+        parsed = pd.Series(np.nan, index=column.index)
     bad = np.flatnonzero((column.notna() & parsed.isna()).to_numpy())
     if bad.size:
         value = str(column.iloc[int(bad[0])])[:40]
@@ -342,16 +348,52 @@ def _check_cells(rows: int, columns: int, allowance: int) -> None:
                               f"as {CELL_BYTES}-byte numbers")
 
 
-def _read_csv(data: bytes):
+def _read_csv(data: bytes, names: list[str]):
+    """The CSV as a DataFrame; the x columns are parsed straight to float64 (a text cell
+    there fails the parse instead of filling the frame with Python strings)."""
     import pandas as pd
 
+    numbers = {i: "float64" for i, name in enumerate(names) if _kind(name) in ("x", "xc")}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)     # rows longer than the header
             return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", float_precision="round_trip",
-                               dtype={"split": object}, index_col=False, low_memory=False, skipinitialspace=True)
+                               dtype={**numbers, **{i: object for i, name in enumerate(names) if name == "split"}},
+                               index_col=False, low_memory=False, skipinitialspace=True)
     except (ValueError, TypeError, OverflowError, IndexError, OSError, pd.errors.ParserWarning) as exc:
+        bad = _text_cell(data, names, numbers) if isinstance(exc, ValueError) else None
+        if bad is not None:
+            column, row, cell = bad
+            raise DatasetError(f"the CSV column {column} has a non-numeric value {cell[:40]!r} in row {row}") from None
         raise DatasetError(f"unreadable CSV: {_one_line(exc)}") from None
+
+
+NA_TEXT = {"", "NA", "N/A", "n/a", "NaN", "-NaN", "nan", "-nan", "null", "NULL", "None", "#N/A", "#N/A N/A", "#NA",
+           "<NA>", "1.#IND", "-1.#IND", "1.#QNAN", "-1.#QNAN"}       # the cells pandas reads as missing
+
+
+def _text_cell(data: bytes, names: list[str], numbers: dict[int, str]) -> tuple[str, int, str] | None:
+    """The first x cell that is not a number: (column, row counted from 1, cell); None if
+    there is none. Reads one row at a time."""
+    try:
+        reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
+        next(reader, None)
+        for row, cells in enumerate(reader, start=1):
+            for i in numbers:
+                cell = cells[i].strip() if i < len(cells) else ""
+                if cell not in NA_TEXT and not _is_float(cell):
+                    return names[i], row, cell
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_parquet(data: bytes, allowance: int):

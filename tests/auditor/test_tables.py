@@ -80,6 +80,8 @@ def test_hand_written_tables_are_read_leniently_where_it_is_safe():
 
 CSV_BAD = {
     "not a table": (b"hello, world", "not an .npz archive, a Parquet file or a CSV table"),
+    "huge header field": (b'x_0,y,"' + b"a" * 200_000 + b'"\n1,2,3\n', "not an .npz"),
+    "label too large": (b"x_0,y\n1,99999999999999999999999\n", "y must be numeric"),
     "binary": (b"\x00\x01\x02x_0", "not an .npz"),
     "header only": (b"x_0,x_1,y\n", "no rows"),
     "non-numeric cell": (b"x_0,x_1,y\n1,2,3\n1,abc,3\n", "x_1 has a non-numeric value 'abc' in row 2"),
@@ -92,7 +94,7 @@ CSV_BAD = {
     "short row": (b"x_0,x_1,y\n1,2,3\n1,2\n", "NaN"),
     "long row": (b"x_0,x_1,y\n1,2,3,4\n", "unreadable CSV"),
     "longer row later": (b"x_0,x_1,y\n1,2,3\n1,2,3,4\n", "unreadable CSV"),
-    "unclosed quote": (b'x_0,y\n"1,2\n', "unreadable CSV"),
+    "unclosed quote": (b'x_0,y\n"1,2\n', "x_0 has a non-numeric value '1,2"),
     "missing position": (b"x_0,x_2,y\n1,2,3\n", "no column x_1"),
     "missing channel": (b"x_0_c0,x_0_c1,x_1_c0,y\n1,2,3,4\n", "no column x_1_c1"),
     "partly filled position": (b"x_0_c0,x_0_c1,y\n1,,4\n1,2,4\n", "some channels of position 0"),
@@ -165,6 +167,15 @@ def test_a_csv_table_over_the_limit_is_refused_before_it_is_parsed():
     assert parse_dataset(data, max_array_bytes=8_000_000).n == 200_000
     with pytest.raises(DatasetTooLarge):
         parse_dataset(b"x_0,y\n" + b",\n" * 400_000, max_array_bytes=1 << 30, max_expansion_ratio=2)
+    with pytest.raises(DatasetTooLarge, match="200001 rows"):                  # old Mac line ends count too
+        parse_dataset(data.replace(b"\n", b"\r"), max_array_bytes=4_000_000)
+
+
+def test_text_deep_in_a_csv_is_found_by_its_column_and_row():
+    rows = 50_000
+    data = b"x_0,x_1,y\n" + b"1,2,3\n" * rows + b"1,2e,3\n"
+    with pytest.raises(DatasetError, match=f"x_1 has a non-numeric value '2e' in row {rows + 1}$"):
+        parse_dataset(data)
 
 
 def test_a_parquet_table_over_the_limit_is_refused_from_its_footer():
