@@ -189,12 +189,15 @@ def test_a_parquet_table_over_the_limit_is_refused_from_its_footer():
     assert parse_dataset(data, max_array_bytes=8_000_000).n == 200_000
 
 
-def test_the_library_takes_a_dataframe_in_the_column_convention():
+def test_the_library_takes_a_table_path_or_a_dataframe_in_the_column_convention(tmp_path):
     arrays = _sets()["benchmark"]
     frame = dataset_frame(**arrays)
-    _same(_dataset(frame, None, x_val=None, y_val=None, is_poison=None),
-          _dataset(arrays["x"], arrays["y"], x_val=arrays["x_val"], y_val=arrays["y_val"],
-                   is_poison=arrays["is_poison"]))
+    direct = _dataset(arrays["x"], arrays["y"], x_val=arrays["x_val"], y_val=arrays["y_val"],
+                      is_poison=arrays["is_poison"])
+    _same(_dataset(frame, None, x_val=None, y_val=None, is_poison=None), direct)
+    for suffix in ("csv", "parquet"):
+        save_dataset(tmp_path / f"d.{suffix}", **arrays)
+        _same(_dataset(str(tmp_path / f"d.{suffix}"), None, x_val=None, y_val=None, is_poison=None), direct)
     with pytest.raises(TypeError, match="DataFrame"):
         _dataset(frame, None, x_val=arrays["x_val"], y_val=None, is_poison=None)
     with pytest.raises(DatasetError, match="the DataFrame table has no y column"):
