@@ -3,7 +3,7 @@
 The library in one call (heavy modules load on first use, so ``import auditor`` stays light)::
 
     import auditor
-    report = auditor.audit(x, y, x_val=x_val, y_val=y_val)        # or auditor.audit("data.npz")
+    report = auditor.audit(x, y, x_val=x_val, y_val=y_val)  # or auditor.audit("data.npz"), .csv, .parquet
     report.flagged, report.scores, report.evaluation
     report.save_html("report.html")
 

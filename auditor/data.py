@@ -1,6 +1,7 @@
 """Load, validate and fingerprint audit datasets.
 
-The dataset contract (docs/data.md) is a ``.npz`` archive without pickled objects:
+The dataset contract (docs/data.md) is a ``.npz`` archive without pickled objects
+(or the same arrays as a CSV or Parquet table, one row per sequence: :mod:`auditor.tables`):
 
 ``x``        float (n, k) or (n, k, channels)   training sequences
 ``y``        float (n,) or (n, outputs), or int (n,) class labels
@@ -169,16 +170,20 @@ def load_dataset(source: str | Path | bytes | BinaryIO, *, max_bytes: int | None
 
 def parse_dataset(data: bytes, *, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
                   max_expansion_ratio: float | None = None) -> Dataset:
-    """Validate the bytes of a ``.npz`` file; see :func:`load_dataset`."""
+    """Validate the bytes of an ``.npz`` archive, or of a Parquet or CSV table (told apart
+    by content, see :mod:`auditor.tables`); see :func:`load_dataset`."""
     if not data:
         raise DatasetError("file is empty")
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise DatasetError("not an .npz archive (expected a zip of .npy arrays)")
     allowance = max_array_bytes
     if max_expansion_ratio is not None:
         allowance = min(allowance, max(MIN_RATIO_ALLOWANCE, int(max_expansion_ratio * len(data))))
-    arrays = read_arrays(data, allowance=allowance, max_array_bytes=max_array_bytes,
-                         max_expansion_ratio=max_expansion_ratio)
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        arrays = read_arrays(data, allowance=allowance, max_array_bytes=max_array_bytes,
+                             max_expansion_ratio=max_expansion_ratio)
+    else:
+        from auditor.tables import table_arrays
+
+        arrays = table_arrays(data, allowance=allowance)
     return validate_arrays(arrays, sha256=sha256_bytes(data))
 
 
@@ -403,10 +408,17 @@ def with_reference(dataset: Dataset, *, mode: str) -> Dataset:
 
 
 def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None, **held_out) -> str:
-    """Write a dataset in the contract format; return its sha256.
+    """Write a dataset in the contract format (a ``.csv`` or ``.parquet`` path: as a table,
+    with :func:`auditor.tables.save_table`); return its sha256.
 
-    ``held_out`` takes the optional ``x_test``, ``y_test``, ``x_target``, ``y_target``.
+    ``held_out`` takes the optional ``x_test``, ``y_test``, ``x_target``, ``y_target`` (``.npz`` only).
     """
+    if Path(path).suffix.lower() in (".csv", ".parquet"):
+        from auditor.tables import save_table
+
+        if any(value is not None for value in held_out.values()):
+            raise DatasetError(f"{', '.join(sorted(held_out))}: held-out arrays are written to .npz files only")
+        return save_table(path, x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison)
     arrays = {"x": np.asarray(x), "y": np.asarray(y)}
     for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison), *held_out.items()):
         if value is not None:

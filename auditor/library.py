@@ -1,8 +1,9 @@
 """The library entry point: ``auditor.audit(x, y, ...) -> AuditReport``.
 
-It takes NumPy arrays, torch tensors or pandas objects (or the path of an ``.npz`` data
-set), validates them as :mod:`auditor.data` validates a file, runs :func:`auditor.audit.run_audit`
-in this process and wraps the report of :func:`auditor.report.build_report`.
+It takes NumPy arrays, torch tensors or pandas objects (or the path of an ``.npz``, CSV or
+Parquet data set, or a pandas DataFrame in the column convention of docs/data.md), validates
+them as :mod:`auditor.data` validates a file, runs :func:`auditor.audit.run_audit` in this
+process and wraps the report of :func:`auditor.report.build_report`.
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def audit(x, y=None, *, x_val=None, y_val=None, is_poison=None, model: Any = "au
 
     Parameters
     ----------
-    x : array-like (n, k) or (n, k, channels), or a path to an ``.npz`` data set
-        NumPy arrays, torch tensors and pandas objects are accepted. With a path, ``y``,
-        ``x_val``, ``y_val`` and ``is_poison`` come from the file and must not be given.
+    x : array-like (n, k) or (n, k, channels), a path, or a pandas DataFrame
+        NumPy arrays, torch tensors and pandas objects are accepted. A path names an
+        ``.npz``, CSV or Parquet data set (docs/data.md); a DataFrame given without ``y``
+        is read in the same column convention (``x_0``..., ``y``, ``split``, ``is_poison``).
+        With a path or such a DataFrame, ``y``, ``x_val``, ``y_val`` and ``is_poison`` come
+        from it and must not be given.
     y : array-like (n,) or (n, outputs) float targets, or (n,) integer class labels
     x_val, y_val : array-like, optional
         The trusted reference set (the outcome of every trial is measured there).
@@ -136,6 +140,12 @@ def _dataset(x, y, *, x_val, y_val, is_poison) -> Dataset:
         if any(v is not None for v in (y, x_val, y_val, is_poison)):
             raise TypeError("with a path, the arrays come from the file: give no y, x_val, y_val or is_poison")
         return load_dataset(x)
+    if y is None and hasattr(x, "columns") and hasattr(x, "to_numpy"):     # a DataFrame in the column convention
+        if any(v is not None for v in (x_val, y_val, is_poison)):
+            raise TypeError("with a DataFrame in the column convention, give no x_val, y_val or is_poison")
+        from auditor.tables import frame_arrays
+
+        return validate_arrays(frame_arrays(x, fmt="DataFrame"))
     if y is None:
         raise TypeError("audit(x, y): y is missing")
     arrays = {"x": _array(x), "y": _array(y)}

@@ -1,4 +1,4 @@
-"""Upload datasets (.npz, validated before anything is stored) and read their metadata."""
+"""Upload datasets (.npz, CSV or Parquet, validated before anything is stored) and read their metadata."""
 
 from __future__ import annotations
 
@@ -38,14 +38,15 @@ def _clean_filename(name: str | None) -> str:
 @router.post("", status_code=201, operation_id="create_dataset", response_model=DatasetOut,
              responses=responses(400, 401, 413, 422))
 def create_dataset(principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep, response: Response,
-                   file: Annotated[UploadFile, File(description="an .npz dataset (see the dataset format)")]
+                   file: Annotated[UploadFile, File(description="an .npz, CSV or Parquet dataset (docs/data.md)")]
                    ) -> DatasetOut:
     """Upload a dataset. It is validated in full first; an invalid file leaves nothing behind.
 
     A file over ``max_upload_bytes``, or whose arrays would take more than
     ``max_dataset_bytes`` or ``max_expansion_ratio`` times its size once decompressed, is a
-    413 (checked from each array's header before it is read); an invalid file, or one the
-    audit cannot run on, is a 422.
+    413 (checked from each array's header, or from a table's rows and columns, before it is
+    read); an invalid file, or one the audit cannot run on, is a 422. The file is an .npz
+    archive, or a CSV or Parquet table (docs/data.md), told apart by its content.
     """
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:

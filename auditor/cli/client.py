@@ -33,7 +33,7 @@ def add_commands(commands) -> None:
     p = commands.add_parser("submit", help="upload a data set to a running server and queue an audit of it",
                             description="Upload a data set and queue an audit; prints the audit id. With --wait, "
                                         "follow it and print the verdict (exit status 1 if examples are flagged).")
-    p.add_argument("file", help="the data set (.npz)")
+    p.add_argument("file", help="the data set (.npz, .csv or .parquet; see docs/data.md)")
     add_audit_flags(p)
     add_wait_flag(p, "audit")
     add_json_flag(p, "print the audit (or, with --wait, the report) as JSON")
@@ -71,7 +71,7 @@ def _add_scan(commands) -> None:
                                            "short for `auditor scan submit FILE...`.")
     sub = scan.add_subparsers(title="actions", metavar="ACTION", required=True)
     p = sub.add_parser("submit", help="upload data sets and queue one audit of each under a new scan")
-    p.add_argument("files", nargs="+", metavar="FILE", help="data sets (.npz)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="data sets (.npz, .csv or .parquet)")
     add_audit_flags(p)
     add_wait_flag(p, "scan")
     add_json_flag(p, "print the scan (with --wait, its report) as JSON")

@@ -12,12 +12,13 @@ UCR_ATTACKS = ("none", "untargeted", "targeted", "collision")
 
 def add_commands(commands) -> None:
     p = commands.add_parser("make-benchmark", help="write a poisoned data set with ground truth",
-                            description="Write a poisoned data set with ground truth (is_poison) to an .npz file.")
+                            description="Write a poisoned data set with ground truth (is_poison) to an .npz "
+                                        "file (or a .csv or .parquet table, by the suffix of --out).")
     p.add_argument("--kind", choices=KINDS, required=True,
                    help="generated regression sets (standalone, network, decoys, clean), or digits: scikit-learn's "
                         "8x8 digits as 64-step pixel sequences with crafted poisons, or ucr: a UCR/UEA set bundled with "
                         "aeon (--dataset, --attack; needs auditor[data])")
-    p.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz (or .csv / .parquet)")
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--n", type=int, default=None, help="training examples (default 200; digits 600; ucr 40%% of the set)")
     p.add_argument("--poison-fraction", type=float, default=None, help="default 0.05 (ucr 0.1)")

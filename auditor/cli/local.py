@@ -28,10 +28,12 @@ def add_commands(commands) -> None:
                                                              "(default auditor-demo)")
     p.set_defaults(handler=run_demo)
 
-    p = commands.add_parser("audit", help="audit a data set (.npz) for clean-label poisons",
-                            description="Audit a data set (.npz) in this process, or on Ray retrainer actors "
-                                        "with --executor ray. Exit status 1 if examples are flagged.")
-    p.add_argument("file", help="the data set (.npz: x, y, and optionally x_val, y_val, is_poison)")
+    p = commands.add_parser("audit", help="audit a data set (.npz, .csv or .parquet) for clean-label poisons",
+                            description="Audit a data set (.npz, CSV or Parquet; see docs/data.md) in this "
+                                        "process, or on Ray retrainer actors with --executor ray. Exit status 1 "
+                                        "if examples are flagged.")
+    p.add_argument("file", help="the data set: .npz (x, y, and optionally x_val, y_val, is_poison), or a .csv or "
+                                ".parquet table (columns x_0.., y, and optionally split, is_poison; see docs/data.md)")
     add_audit_flags(p, local=True)
     p.add_argument("--executor", choices=("inline", "ray"), default="inline",
                    help="where trials train: this process, or retrainer actors on a Ray cluster")
@@ -42,10 +44,12 @@ def add_commands(commands) -> None:
     p = commands.add_parser("clean", help="write a copy of a data set without the examples an audit flagged",
                             description="Write a copy of a data set without the examples an audit flagged: from "
                                         "a local file and its JSON report, or (--audit) from a server audit.")
-    p.add_argument("file", nargs="?", metavar="FILE", help="the audited data set (.npz); with --report")
+    p.add_argument("file", nargs="?", metavar="FILE",
+                   help="the audited data set (.npz, .csv or .parquet); with --report")
     p.add_argument("--report", metavar="REPORT.json", help="the audit's JSON report (auditor audit --out)")
     p.add_argument("--audit", metavar="ID", help="a succeeded audit on the server, instead of FILE and --report")
-    p.add_argument("--out", metavar="CLEANED.npz", required=True, help="where the cleaned data set goes")
+    p.add_argument("--out", metavar="CLEANED.npz", required=True,
+                   help="where the cleaned data set goes (.npz; .csv or .parquet by its suffix)")
     add_client_flags(p)
     p.set_defaults(handler=run_clean)
 
@@ -142,11 +146,29 @@ def run_clean(args) -> int:
 
 
 def _clean_server(args) -> int:
-    from auditor.cli.client import client_call, open_client
+    """Download the server's cleaned copy (an .npz) to ``args.out``; a ``.csv`` or ``.parquet``
+    ``args.out`` gets it as a table."""
+    import tempfile
 
-    with open_client(args) as client:
-        result = client_call(client.cleaned, args.audit, args.out)
-    print(_cleaned_line(args.out, result) if isinstance(result, dict) else f"wrote {args.out}")
+    from auditor.cli.client import client_call, open_client
+    from auditor.data import load_dataset, save_dataset, sha256_bytes
+
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="auditor-clean-") as tmp, open_client(args) as client:
+        npz = Path(tmp) / "cleaned.npz"
+        client_call(client.cleaned, args.audit, npz)
+        dataset = load_dataset(npz)
+        try:
+            if out.suffix.lower() in (".csv", ".parquet"):
+                arrays = {name: getattr(dataset, name) for name in ("x", "y", "x_val", "y_val", "is_poison")
+                          if getattr(dataset, name) is not None}
+                sha = save_dataset(out, **arrays)
+            else:
+                out.write_bytes(npz.read_bytes())
+                sha = sha256_bytes(npz.read_bytes())
+        except OSError as exc:
+            raise CLIError(f"cannot write {out}: {exc.strerror}") from None
+    print(f"wrote {out}: {dataset.n} training examples, sha256 {sha}")
     return 0
 
 

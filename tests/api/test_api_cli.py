@@ -194,3 +194,25 @@ def test_server_errors_exit_3(capsys):
         assert "server error: database unavailable (HTTP 503)" in capsys.readouterr().err
     finally:
         server.shutdown()
+
+
+def test_submit_takes_tables_and_clean_writes_the_servers_cleaned_copy_as_a_table(cli, tmp_path):
+    from apitools import valid_arrays
+    from auditor.data import load_dataset, save_dataset
+
+    arrays = valid_arrays(seed=45)
+    audits = []
+    for suffix in ("csv", "parquet"):
+        path = tmp_path / f"train.{suffix}"
+        save_dataset(path, **arrays)
+        code, out, err = cli("submit", str(path))
+        assert code == 0, err
+        audits.append(out.strip().splitlines()[-1])
+    cli.finish(audits[0], [0, 3])
+    for out in ("cleaned.csv", "cleaned.parquet", "cleaned.npz"):
+        code, printed, err = cli("clean", "--audit", audits[0], "--out", str(tmp_path / out))
+        assert code == 0 and f"wrote {tmp_path / out}" in printed, err
+        cleaned = load_dataset(tmp_path / out)
+        keep = [i for i in range(12) if i not in (0, 3)]
+        assert cleaned.x.tolist() == arrays["x"][keep].tolist() and cleaned.x_val.tolist() == arrays["x_val"].tolist()
+    assert (tmp_path / "cleaned.csv").read_text().startswith("x_0,x_1,")

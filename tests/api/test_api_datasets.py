@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from apitools import MAX_EXPANDED, MAX_UPLOAD, npz_bytes, upload, valid_arrays, valid_npz
-from auditor.data import MIN_RATIO_ALLOWANCE
+from auditor.data import MIN_RATIO_ALLOWANCE, save_dataset
 from tests.archives import deflated_zeros, npy_header
 
 
@@ -100,6 +100,12 @@ BAD = {
     "string labels": (_with(y=np.array(["a"] * 12)), "dtype"),
     "1-D x": (_with(x=np.zeros(12)), "2-D or 3-D"),
     "bad is_poison": (_with(is_poison=np.zeros(5, dtype=bool)), "is_poison"),
+    "CSV with text in x": (b"x_0,x_1,y\n1,2,0.5\n1,abc,0.5\n1,2,0.5\n", "x_1 has a non-numeric value 'abc' in row 2"),
+    "CSV with an unknown split": (b"x_0,x_1,y,split\n1,2,0.5,train\n1,2,0.5,test\n", "split has 'test' in row 2"),
+    "CSV with a gap": (b"x_0,x_1,x_2,y\n1,,3,0.5\n1,2,3,0.5\n1,2,3,0.5\n", "empty cell at position 1"),
+    "CSV without y": (b"x_0,x_1\n1,2\n", "no y column"),
+    "CSV of classes without trusted rows": (b"x_0,x_1,y\n1,2,0\n1,2,1\n3,4,1\n", "trusted reference split"),
+    "corrupt Parquet": (b"PAR1" + b"\0" * 64 + b"PAR1", "unreadable Parquet"),
 }
 
 
@@ -252,3 +258,36 @@ def test_uploaded_files_are_private(backend, api):
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert (backend.data_dir / "blobs").stat().st_mode & 0o777 == 0o700
+
+
+def _table(suffix: str, arrays: dict[str, np.ndarray], tmp_path) -> bytes:
+    path = tmp_path / f"train.{suffix}"
+    save_dataset(path, **arrays)
+    return path.read_bytes()
+
+
+def test_csv_and_parquet_uploads_are_the_same_dataset_as_the_npz(backend, api, tmp_path):
+    arrays = valid_arrays(seed=9) | {"is_poison": np.arange(12) % 5 == 0}
+    bodies = {}
+    for suffix in ("npz", "csv", "parquet"):
+        data = _table(suffix, arrays, tmp_path)
+        response = upload(api, data, filename=f"train.{suffix}")
+        assert response.status_code == 201, response.text
+        bodies[suffix] = body = response.json()
+        assert body["sha256"] == hashlib.sha256(data).hexdigest() and body["filename"] == f"train.{suffix}"
+        assert (backend.data_dir / "blobs" / body["sha256"][:2] / f"{body['sha256']}.npz").read_bytes() == data
+    shape = ("n", "length", "channels", "task", "n_val", "length_val", "has_ground_truth")
+    for suffix in ("csv", "parquet"):
+        assert {f: bodies[suffix][f] for f in shape} == {f: bodies["npz"][f] for f in shape}
+    assert (bodies["csv"]["n"], bodies["csv"]["length_val"], bodies["csv"]["has_ground_truth"]) == (12, 12, True)
+
+
+def test_a_parquet_table_that_would_expand_over_the_limit_is_413_from_its_footer(backend, key, api, tmp_path):
+    rows = MAX_EXPANDED // 8 // 3 + 1
+    data = _table("parquet", {"x": np.zeros((rows, 2)), "y": np.zeros(rows)}, tmp_path)  # zeros: tiny on disk
+    assert len(data) < MAX_UPLOAD
+    before = backend.files()
+    response = upload(api, data, filename="big.parquet")
+    assert response.status_code == 413, response.text
+    assert f"{rows} rows x 3 columns" in response.json()["detail"]
+    assert backend.tenant_counts(backend.tenant_of(key)) == (0, 0) and backend.files() == before

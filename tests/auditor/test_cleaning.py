@@ -90,3 +90,19 @@ def test_held_out_arrays_are_kept_whole_even_with_n_rows(tmp_path):
     assert cleaned.n == 4 and not cleaned.is_poison.any()
     for name in ("x_test", "y_test", "x_target", "y_target", "x_val"):
         assert np.array_equal(getattr(cleaned, name), arrays[name]), name
+
+
+def test_a_table_is_cleaned_into_a_table_of_the_out_suffix(dataset_file, tmp_path):
+    _, _, arrays = dataset_file
+    table = tmp_path / "data.csv"
+    sha = save_dataset(table, **arrays)
+    flagged = [int(i) for i in np.flatnonzero(arrays["is_poison"])]
+    for name, start in (("cleaned.parquet", b"PAR1"), ("cleaned.csv", b"x_0,")):
+        out = tmp_path / name
+        result = clean_file(table, report=_report(sha, flagged), out=out)
+        cleaned = load_dataset(out)
+        assert result["sha256"] == cleaned.sha256 and out.read_bytes().startswith(start)
+        np.testing.assert_array_equal(cleaned.x, np.delete(arrays["x"], flagged, axis=0))
+        np.testing.assert_array_equal(cleaned.x_val, arrays["x_val"])
+    with pytest.raises(DatasetError, match="another file"):
+        clean_file(table, report=_report("0" * 64, flagged), out=tmp_path / "never.csv")

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _auditor(*args):
     return subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True, timeout=300)
@@ -59,14 +61,15 @@ def test_make_benchmark_then_audit_json(tmp_path):
 
 
 def test_bad_files_are_one_line_errors(tmp_path):
-    cases = {"not.npz": b"hello", "empty.npz": b""}
+    cases = {"not.npz": b"hello", "empty.npz": b"", "text.csv": b"x_0,y\n1,abc\n",
+             "split.csv": b"x_0,y,split\n1,2,test\n", "broken.parquet": b"PAR1" + b"\0" * 32 + b"PAR1"}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
     import numpy as np
     np.savez(tmp_path / "nan.npz", x=np.full((3, 4), np.nan), y=np.ones(3))
     np.savez(tmp_path / "pickle.npz", x=np.array([{"a": 1}], dtype=object), y=np.ones(1))
     np.savez(tmp_path / "shape.npz", x=np.ones((3, 4)), y=np.ones(5))
-    for name in ("not.npz", "empty.npz", "nan.npz", "pickle.npz", "shape.npz", "missing.npz"):
+    for name in (*cases, "nan.npz", "pickle.npz", "shape.npz", "missing.npz"):
         out = _auditor("audit", str(tmp_path / name))
         assert out.returncode == 2, (name, out.stderr)
         assert "Traceback" not in out.stderr
@@ -227,3 +230,29 @@ def test_forensics_mode_scores_on_the_target_and_needs_one(tmp_path):
     assert build_problem(dataset, AuditConfig()).x_val.shape[0] == len(targeted["x_val"]) > 4
     out = _auditor("audit", str(tmp_path / "t.npz"), "--mode", "forensics", "--json")
     assert out.returncode in (0, 1) and json.loads(out.stdout)["mode"] == "forensics", out.stderr
+
+
+@pytest.mark.slow
+def test_the_same_set_as_npz_csv_and_parquet_audits_to_the_same_report(tmp_path):
+    """`auditor audit` reads CSV and Parquet tables; the same poisoned set in each format gets
+    the same verdict, scores and evaluation (only the file's sha256 differs)."""
+    from auditor.benchmarks import BenchmarkSpec, make_benchmark
+    from auditor.data import save_dataset
+
+    arrays = make_benchmark(BenchmarkSpec(kind="standalone", n=30, seed=1))
+    paths = [tmp_path / f"b.{suffix}" for suffix in ("npz", "csv", "parquet")]
+    for path in paths:
+        save_dataset(path, **arrays)
+    runs = [subprocess.Popen([sys.executable, "-m", "auditor.cli", "audit", str(path), "--json", "--confirm-seeds",
+                              "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in paths]
+    outs = [run.communicate(timeout=600) + (run.returncode,) for run in runs]
+    reports = []
+    for stdout, stderr, code in outs:
+        assert code == 1, stderr                                               # the poisons are flagged
+        reports.append(json.loads(stdout))
+    first = reports[0]
+    assert first["flagged"] and first["evaluation"]["recall"] > 0
+    for report in reports[1:]:
+        assert report["reproduce"]["dataset_sha256"] != first["reproduce"]["dataset_sha256"]
+        for field in ("flagged", "scores", "trials", "evaluation", "status_line"):
+            assert report[field] == first[field], field
