@@ -411,14 +411,12 @@ def save_dataset(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=No
     """Write a dataset in the contract format (a ``.csv`` or ``.parquet`` path: as a table,
     with :func:`auditor.tables.save_table`); return its sha256.
 
-    ``held_out`` takes the optional ``x_test``, ``y_test``, ``x_target``, ``y_target`` (``.npz`` only).
+    ``held_out`` takes the optional ``x_test``, ``y_test``, ``x_target``, ``y_target``.
     """
     if Path(path).suffix.lower() in (".csv", ".parquet"):
         from auditor.tables import save_table
 
-        if any(value is not None for value in held_out.values()):
-            raise DatasetError(f"{', '.join(sorted(held_out))}: held-out arrays are written to .npz files only")
-        return save_table(path, x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison)
+        return save_table(path, x=x, y=y, x_val=x_val, y_val=y_val, is_poison=is_poison, **held_out)
     arrays = {"x": np.asarray(x), "y": np.asarray(y)}
     for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison), *held_out.items()):
         if value is not None:

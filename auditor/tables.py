@@ -5,11 +5,13 @@ Columns
 ``x_0`` ... ``x_{k-1}``            one channel: the value at each position
 ``x_0_c0`` ... ``x_{k-1}_c{C-1}``   several channels: position ``t``, channel ``c`` (every pair present)
 ``y`` or ``y_0`` ... ``y_{m-1}``    the target; an integer column means class labels
-``split``                          optional: ``train`` (the default) or ``trusted``; trusted rows
-                                   are the reference set (``x_val``, ``y_val``)
+``split``                          optional: ``train`` (the default), ``trusted`` (the reference
+                                   set ``x_val``, ``y_val``), ``test`` (held out: ``x_test``,
+                                   ``y_test``) or ``target`` (the attacked examples of a forensics
+                                   audit: ``x_target``, ``y_target``)
 ``is_poison``                      optional ground truth of the training rows (benchmarks only)
 
-The trusted rows may be longer than the training rows: each split's sequences fill the
+The rows of other splits may be longer than the training rows: each split's sequences fill the
 leading positions, every row of a split the same number, and the cells after them are empty.
 
 :func:`table_arrays` turns the bytes of a table into the arrays of the ``.npz`` contract,
@@ -32,7 +34,8 @@ from auditor.data import DatasetError, DatasetTooLarge, sha256_bytes, validate_a
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 PARQUET_MAGIC = b"PAR1"
-SPLITS = ("train", "trusted")
+SPLITS = {"train": ("x", "y"), "trusted": ("x_val", "y_val"), "test": ("x_test", "y_test"),
+          "target": ("x_target", "y_target")}                 # a split's rows -> the arrays they fill
 CELL_BYTES = 8                   # every cell counts as a float64 (or int64) once read
 X_ONE = re.compile(r"x_(0|[1-9][0-9]*)")
 X_MANY = re.compile(r"x_(0|[1-9][0-9]*)_c(0|[1-9][0-9]*)")
@@ -104,20 +107,20 @@ def frame_arrays(frame, *, fmt: str = "table") -> dict[str, np.ndarray]:
         raise DatasetError(f"the {fmt} table has no rows")
     for name in x_names + y_names:
         _numeric(frame[name], name, fmt)
-    split = _split(frame["split"], fmt) if "split" in columns else np.zeros(len(frame), bool)
+    split = _split(frame["split"], fmt) if "split" in columns else np.full(len(frame), "train", object)
     cells = frame[x_names].to_numpy(dtype=np.float64, na_value=np.nan)          # (rows, k * C)
     empty = np.isnan(cells).all(axis=0)                                           # (k * C,)
     if empty.any():
         raise DatasetError(f"the {fmt} column {x_names[int(np.flatnonzero(empty)[0])]} is empty in every row")
 
     arrays: dict[str, np.ndarray] = {}
-    for trusted, x_name, y_name in ((False, "x", "y"), (True, "x_val", "y_val")):
-        rows = np.flatnonzero(split == trusted)
+    for part, (x_name, y_name) in SPLITS.items():
+        rows = np.flatnonzero(split == part)
         if rows.size == 0:
-            if not trusted:
+            if part == "train":
                 raise DatasetError(f"the {fmt} table has no training rows (split train)")
             continue
-        what = "trusted" if trusted else "training"
+        what = "training" if part == "train" else part
         length = _length(cells[rows], rows, x_shape, what, fmt)
         arrays[x_name] = cells[rows].reshape((rows.size, *x_shape))[:, :length]   # (rows, length) or (.., C)
         arrays[y_name] = _y(frame, y_names, rows)
@@ -126,25 +129,26 @@ def frame_arrays(frame, *, fmt: str = "table") -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_table(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None) -> str:
+def save_table(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None, **held_out) -> str:
     """Write a dataset as a CSV or Parquet table (by the suffix of ``path``); return the
     sha256 of the file written.
 
     The arrays are validated as :func:`auditor.data.save_dataset` validates them. Training
-    rows come first, then the trusted rows (with a ``split`` column when there are any);
-    trusted rows shorter than the widest split leave their last cells empty, and their
-    ``is_poison`` is false.
+    rows come first, then the trusted rows and the held-out ones (``held_out``: ``x_test``,
+    ``y_test``, ``x_target``, ``y_target``), with a ``split`` column when there are any; rows
+    shorter than the widest split leave their last cells empty, and only training rows can be
+    ``is_poison``.
     """
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise ValueError(f"a table is written as {' or '.join(TABLE_SUFFIXES)}, not {suffix or 'no suffix'}")
     arrays = {"x": np.asarray(x), "y": np.asarray(y)}
-    for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison)):
+    for name, value in (("x_val", x_val), ("y_val", y_val), ("is_poison", is_poison), *held_out.items()):
         if value is not None:
             arrays[name] = np.asarray(value)
     dataset = validate_arrays(arrays)
-    frame = dataset_frame(x=arrays["x"], y=arrays["y"], x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
-                          is_poison=None if dataset.is_poison is None else dataset.is_poison)
+    frame = dataset_frame(**{name: value for name, value in arrays.items() if name != "is_poison"},
+                          is_poison=dataset.is_poison)
     if suffix == ".csv":
         data = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
     else:
@@ -155,14 +159,15 @@ def save_table(path: str | Path, *, x, y, x_val=None, y_val=None, is_poison=None
     return sha256_bytes(data)
 
 
-def dataset_frame(*, x, y, x_val=None, y_val=None, is_poison=None):
-    """A pandas DataFrame of the arrays in the column convention (one row per sequence)."""
+def dataset_frame(*, x, y, is_poison=None, **others):
+    """A pandas DataFrame of the arrays in the column convention (one row per sequence);
+    ``others``: any of ``x_val``, ``y_val``, ``x_test``, ``y_test``, ``x_target``, ``y_target``."""
     import pandas as pd
 
     x = np.asarray(x)
-    parts = [(x, np.asarray(y), "train")]
-    if x_val is not None:
-        parts.append((np.asarray(x_val), np.asarray(y_val), "trusted"))
+    arrays = {"x": x, "y": y, **others}
+    parts = [(np.asarray(arrays[x_name]), np.asarray(arrays[y_name]), split) for split, (x_name, y_name)
+             in SPLITS.items() if arrays.get(x_name) is not None]
     length = max(part[0].shape[1] for part in parts)
     channels = None if x.ndim == 2 else x.shape[2]
     names = ([f"x_{t}" for t in range(length)] if channels is None
@@ -177,7 +182,7 @@ def dataset_frame(*, x, y, x_val=None, y_val=None, is_poison=None):
         else:
             for j in range(ys.shape[1]):
                 block[f"y_{j}"] = ys[:, j]
-        if x_val is not None:
+        if len(parts) > 1:
             block["split"] = split
         if is_poison is not None:
             block["is_poison"] = np.asarray(is_poison, bool) if split == "train" else np.zeros(len(xs), bool)
@@ -267,7 +272,7 @@ def _numeric(column, name: str, fmt: str) -> None:
 
 
 def _split(column, fmt: str) -> np.ndarray:
-    """True for trusted rows, False for training rows."""
+    """Each row's split name (object (rows,))."""
     values = column.astype(object).where(column.notna(), None).tolist()
     labels = [value.strip().lower() if isinstance(value, str) else value for value in values]
     for row, label in enumerate(labels):
@@ -275,7 +280,7 @@ def _split(column, fmt: str) -> np.ndarray:
             shown = "an empty cell" if label is None else f"{str(label)[:40]!r}"
             raise DatasetError(f"the {fmt} column split has {shown} in row {row + 1}; "
                                f"allowed: {', '.join(SPLITS)}")
-    return np.array([label == "trusted" for label in labels], bool)
+    return np.array(labels, object)
 
 
 def _length(cells: np.ndarray, rows: np.ndarray, shape: tuple[int, ...], what: str, fmt: str) -> int:
@@ -318,18 +323,18 @@ def _y(frame, names: list[str], rows: np.ndarray) -> np.ndarray:
 
 
 def _is_poison(column, split: np.ndarray, fmt: str) -> np.ndarray:
-    """The ground truth of the training rows; trusted rows must leave it empty or false."""
+    """The ground truth of the training rows; other rows must leave it empty or false."""
     flags = []
     for row, value in enumerate(column.astype(object).where(column.notna(), None).tolist()):
         flag = _flag(value)
-        if flag is None and not (value is None and split[row]):
+        if flag is None and not (value is None and split[row] != "train"):
             shown = "an empty cell" if value is None else f"{str(value)[:40]!r}"
             raise DatasetError(f"the {fmt} column is_poison has {shown} in row {row + 1}; "
                                "allowed: true/false or 1/0")
-        if flag and split[row]:
-            raise DatasetError(f"the {fmt} table's row {row + 1} is trusted but marked is_poison")
+        if flag and split[row] != "train":
+            raise DatasetError(f"the {fmt} table's row {row + 1} is {split[row]} but marked is_poison")
         flags.append(bool(flag))
-    return np.array(flags, bool)[~split]
+    return np.array(flags, bool)[split == "train"]
 
 
 def _flag(value) -> bool | None:

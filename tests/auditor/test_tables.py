@@ -10,7 +10,7 @@ from auditor.data import DatasetError, DatasetTooLarge, load_dataset, parse_data
 from auditor.library import _dataset
 from auditor.tables import dataset_frame, save_table
 
-FIELDS = ("x", "y", "x_val", "y_val", "is_poison")
+FIELDS = ("x", "y", "x_val", "y_val", "is_poison", "x_test", "y_test", "x_target", "y_target")
 
 
 def _same(a, b) -> None:
@@ -35,6 +35,11 @@ def _sets() -> dict[str, dict[str, np.ndarray]]:
         "outputs": {"x": rng.integers(-5, 5, size=(6, 5)), "y": rng.normal(size=(6, 2)),
                     "is_poison": np.array([0, 1, 0, 0, 0, 1])},
         "extreme floats": {"x": extreme, "y": rng.normal(size=5)},
+        # a targeted benchmark: held-out test rows and the attacked example for a forensics audit
+        "held out": {"x": rng.normal(size=(6, 4)), "y": np.arange(6) % 2, "x_val": rng.normal(size=(3, 4)),
+                     "y_val": np.array([0, 1, 1]), "x_test": rng.normal(size=(5, 4)), "y_test": np.arange(5) % 2,
+                     "x_target": rng.normal(size=(1, 4)), "y_target": np.array([1]),
+                     "is_poison": np.eye(6, dtype=bool)[2]},
     }
 
 
@@ -107,7 +112,8 @@ CSV_BAD = {
     "unknown column": (b"x_0,y,id\n1,2,3\n", "unknown column(s) 'id'"),
     "index written": (b",x_0,y\n0,1,2\n", "without its index"),
     "repeated column": (b"x_0,x_0,y\n1,2,3\n", "column x_0 more than once"),
-    "unknown split": (b"x_0,y,split\n1,2,train\n1,2,test\n", "split has 'test' in row 2; allowed: train, trusted"),
+    "unknown split": (b"x_0,y,split\n1,2,train\n1,2,val\n", "split has 'val' in row 2; allowed: train, trusted, test, "
+                      "target"),
     "empty split": (b"x_0,y,split\n1,2,train\n1,2,\n", "split has an empty cell in row 2"),
     "only trusted rows": (b"x_0,y,split\n1,2,trusted\n", "no training rows"),
     "bad ground truth": (b"x_0,y,is_poison\n1,2,maybe\n", "is_poison has 'maybe' in row 1"),
