@@ -463,6 +463,7 @@ def _between(lo: int, hi: int, count: int) -> list[int]:
 CORE_SIZE = 64           # examples in the small core that one example is added to when tested
 CONTROLS = 8             # examples drawn like the core and tested like candidates: the null
 CORE_DRAWS = 3           # cores drawn at most, until one that every control leaves clean
+# MIN_EFFECT, the least harm a test counts (20%), and MIN_RANK_RISE live in auditor.search.confirm
 CLEAN_RATIO = math.log(1.5)  # errors within 1.5x of each other are equally clean (the product's criterion)
 NULL_DRAWS = 3           # random removals the weaker candidates' joint removal is compared with
 CHUNK = 32               # candidates tested one by one per round at the top of the screen order

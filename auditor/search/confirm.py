@@ -21,7 +21,7 @@ from auditor.trials import Outcome, Trial
 if TYPE_CHECKING:                                                           # (no import cycle at run time)
     from auditor.strategies import Context, Oracle
 
-MIN_EFFECT = math.log(1.2)   # the least harm a test counts: the core's error up by 20%
+MIN_EFFECT = math.log(1.2)   # the least harm a test counts: an error up by 20% (the confirmation's margin)
 MIN_RANK_RISE = 0.1          # the least rise of the effective rank that counts as the poisons' mechanism
 
 
@@ -45,7 +45,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     removing the flagged set does not lower the error by more than ``MIN_EFFECT`` (20%): an
     effect too small to matter is not confirmed however consistent it is (measured on a
     clean set, n = 500: 15 clean examples whose removal lowered the error by 10% under each
-    of 6 seeds, p < 0.05 against no effect). The tests assume, under H0, that each seed's
+    of 6 seeds, t-test p < 0.05 against no effect). The tests assume, under H0, that each seed's
     difference is symmetric about the margin (exact whatever the shape, bimodal included);
     their p-values are at least 2^-S over S seeds (0.0039 over 8), which is why
     ``AuditConfig.confirm_seeds`` is at least :func:`~auditor.search.stats.least_seeds`.
@@ -53,16 +53,17 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     The same test against a random removal (``p_value_vs_random``,
     ``error_ratio_vs_random``) tells the flagged set's harm from what any removal of that
     size does (in a training run that sits between two modes, removing one random example
-    can move the error 5x). The random set is drawn afresh under each seed, from the
-    examples not flagged, by the named stream ``confirmation/random-removal/<seed>`` of the
-    audit's seed (:func:`~auditor.search.stats.streams`): so the pairs are independent given
-    the flagged set, and the comparison is with the typical removal of that size, not with
-    one random set whose own effect (5x, above) would decide the test. Not from the flagged
-    set, whose removal is the treatment: a random set that held part of it would make the
-    null arm partly treated (with 80 poisons among 1000, a third of them removed as well);
-    they are not the flagged set's complement either, so that under H0 (the flagged set
-    does what a random set of the rest does) the pair's arms are alike. Errors are
-    summarized by their geometric mean and a percentile bootstrap interval (descriptive).
+    can move the error 5x). The random set is drawn afresh under each seed
+    (:func:`random_removal`, the named stream ``confirmation/random-removal/<seed>`` of the
+    audit's seed): so the seeds' pairs are independent given the flagged set, and the
+    flagged set is compared with what a removal of its size does on average, not with one
+    random set whose own effect would decide the test (measured in
+    tests/auditor/test_search_confirm.py, where removals differ in what they do and the
+    flagged set does what the average removal does: one set for all seeds, 17.5% rejections
+    at level 0.05; afresh, 3.4%). It is drawn from the examples not flagged: the flagged
+    set's removal is the treatment, and a random set that overlapped it would be partly
+    treated (a random 80 of 1000 holds 6 of 80 flagged on average). Errors are summarized by
+    their geometric mean and a percentile bootstrap interval (descriptive).
 
     The mechanism: the paired drop of the models' effective rank (all minus without
     flagged, ``rank_drop`` and its 95% interval as above) and the one-sided sign-flip
@@ -72,7 +73,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     confirmation seeds: on three clean sets, n = 90-850, whose flagged clean examples lower
     the error 2.9-20x, the rank moved by -0.01 to -0.03 of about 7.0; on the 47 generated
     sets whose verdict stands, n = 40-1000, poisons at k, k-1 or k-2, with and without
-    decoys, it fell by 0.49-2.27 under the t-test of the time, p <= 2e-7). The strategies
+    decoys, it fell by 0.49-2.27, t-test p <= 2e-7). The strategies
     already keep flagged only examples that raise the rank (:func:`auditor.strategies._rank_band`);
     this check holds the verdict to the same mechanism as a whole (measured: on a clean set
     of n = 450 it stopped clean examples that had passed those).
