@@ -76,3 +76,19 @@ def test_the_comparison_with_random_removals_keeps_its_level_where_removals_diff
         basins = np.where(rng.random((2, 8)) < 0.3, np.log(0.5), np.log(0.05))     # (arms, seeds)
         once += sign_flip_test(basins[0] - effect[control].sum() - basins[1]) < ALPHA
     assert clopper_pearson(once, sims)[0] > ALPHA
+
+
+def test_beyond_16_seeds_the_p_values_and_intervals_come_from_named_streams():
+    # 12 seeds and as many again that the unused budget pays for: 24 pairs, Monte Carlo flips
+    n, flagged = 40, [3]
+
+    def harmful(mask, seed):                        # example 3 raises the error 5x, in either basin
+        return _basin(mask, seed) + (np.log(5.0) if mask[3] else 0.0)
+
+    context = Context(n=n, seed=1, confirm_seeds=12, budget=100)
+    result, _ = _run(flagged, context, harmful)
+    assert len(result["seeds"]) == 24
+    assert result["p_value"] < ALPHA and result["p_value_vs_random"] < ALPHA
+    lo, hi = result["effect_ci95"]
+    assert lo < result["effect_log_ratio"] < hi and np.isfinite([lo, hi]).all()
+    assert _run(flagged, context, harmful)[0] == result                     # reproducible
