@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from auditor.search.stats import least_seeds
+
+ALPHA = 0.05    # the level of the confirmation's tests (the default of auditor.strategies.Context.alpha)
 Strategy = Literal["auto", "loo", "banzhaf", "group", "core"]
 
 
@@ -20,9 +23,15 @@ class AuditConfig(BaseModel):
     strategy: Strategy = Field("auto", description="subset-selection strategy; auto picks by n and budget")
     budget: int | None = Field(None, ge=1, le=1_000_000, description="most models to train in the search")
     # 8: the training's error is bimodal across seeds, so a real effect needs them (measured on a
-    # decoys set, n = 1000, seed 110: a 3.3x effect had p = 0.053 over 6 seeds, 0.009 over 8)
-    confirm_seeds: int = Field(8, ge=2, le=64, description="seeds of the confirmation round (up to twice as "
-                               "many when the search leaves enough of its budget unused)")
+    # decoys set, n = 1000, seed 110: a 3.3x effect had t-test p = 0.053 over 6 seeds, 0.009 over 8).
+    # At least least_seeds(alpha=ALPHA) = 6: the confirmation's sign-flip tests cannot give a p-value
+    # below 2^-S over S seeds, so that with fewer than 5 nothing could be confirmed, and from 6 on one
+    # seed that goes the wrong way (the smallest) does not veto the verdict (p = 2/64)
+    confirm_seeds: int = Field(8, ge=least_seeds(alpha=ALPHA), le=64,
+                               description="seeds of the confirmation round (up to twice as many when the "
+                               f"search leaves enough of its budget unused); at least {least_seeds(alpha=ALPHA)}, "
+                               f"the fewest with which its sign-flip tests can confirm at level {ALPHA:g} "
+                               "despite one dissenting seed")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed; every trial's seed derives from it")
     model: str = Field("ssm", max_length=300,
                        description="the student trained in each trial: a registered model (ssm, network, "

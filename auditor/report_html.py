@@ -168,16 +168,16 @@ def _confirmation_rows(report: dict) -> list[tuple[str, str, str]]:
     rows = [("examples removed", str(len(conf["tested"])), "the flagged set (or the candidates the round did not "
              "confirm)"),
             ("error ratio, all / without them", f"{ratio(conf.get('error_ratio'))} {interval(effect_ci, factor=True)}",
-             "geometric mean over the seeds, 95% interval"),
-            ("p-value (lowers the error by more than 20%)", num(conf.get("p_value")), "one-sided paired t-test"),
+             "geometric mean over the seeds, 95% interval (sign-flip test inverted)"),
+            ("p-value (lowers the error by more than 20%)", num(conf.get("p_value")), "one-sided paired sign-flip test"),
             ("error ratio, random removal / without them", ratio(conf.get("error_ratio_vs_random")),
              "removing as many random examples instead"),
-            ("p-value against the random removal", num(conf.get("p_value_vs_random")), "one-sided paired t-test")]
+            ("p-value against the random removal", num(conf.get("p_value_vs_random")), "one-sided paired sign-flip test")]
     if conf.get("rank_checked"):
         rows += [("drop of the effective rank of A", f"{num(conf.get('rank_drop'))} "
                   f"{interval(conf.get('rank_drop_ci95'))}", "all minus without them, mean over the seeds, 95% "
                   "interval"),
-                 ("p-value of the rank drop (more than 0.1)", num(conf.get("p_value_rank")), "one-sided paired t-test")]
+                 ("p-value of the rank drop (more than 0.1)", num(conf.get("p_value_rank")), "one-sided paired sign-flip test")]
     rows += [("harm confirmed", "yes" if conf.get("harm_confirmed") else "no", "both error tests passed"),
              ("verdict confirmed", "yes" if conf.get("confirmed") else "no",
               "harm confirmed" + (" and the rank drop significant" if conf.get("rank_checked") else "")),

@@ -38,6 +38,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from auditor.search.confirm import MIN_EFFECT, MIN_RANK_RISE, confirm
+from auditor.search.confirm import log_error as _log_error
 from auditor.trials import Outcome, Trial
 
 Ask = Callable[[list[Trial]], list[Outcome]]
@@ -140,10 +142,6 @@ def plan(strategy: str, context: Context, outcomes: dict[str, Outcome]) -> list[
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _log_error(outcome: Outcome) -> float:
-    return math.log(max(outcome.error, 1e-12)) if math.isfinite(outcome.error) else math.log(1e12)
 
 
 def _order(context: Context) -> np.ndarray:
@@ -427,9 +425,6 @@ def _prune(oracle: Oracle, context: Context, flagged: list[int], full: np.ndarra
     return sorted(set(flagged) - set(harmless[:back]))
 
 
-MIN_RANK_RISE = 0.1      # the least rise of the effective rank that counts as the poisons' mechanism
-
-
 def _rank_band(controls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """What an addition's effective rank is judged by: the centre (S,), the median of the
     ``controls``' ranks (each (S,): the set moved by one random example), and the band (S,),
@@ -468,7 +463,7 @@ def _between(lo: int, hi: int, count: int) -> list[int]:
 CORE_SIZE = 64           # examples in the small core that one example is added to when tested
 CONTROLS = 8             # examples drawn like the core and tested like candidates: the null
 CORE_DRAWS = 3           # cores drawn at most, until one that every control leaves clean
-MIN_EFFECT = math.log(1.2)   # the least harm a test counts: the core's error up by 20%
+# MIN_EFFECT, the least harm a test counts (20%), and MIN_RANK_RISE live in auditor.search.confirm
 CLEAN_RATIO = math.log(1.5)  # errors within 1.5x of each other are equally clean (the product's criterion)
 NULL_DRAWS = 3           # random removals the weaker candidates' joint removal is compared with
 CHUNK = 32               # candidates tested one by one per round at the top of the screen order
@@ -850,104 +845,6 @@ def _outliers(scores: np.ndarray, *, z: float = 4.0) -> list[int]:
 
 
 # --------------------------------------------------------------------------- confirmation
-
-
-def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
-    """Retrain with all data, without the flagged set, and without a random set of the same
-    size, over ``confirm_seeds`` fresh seeds, and up to as many again as the search's unused
-    budget pays for (three trials a seed): the training's error is bimodal, so that a real
-    effect needs many seeds (measured on a set of n = 50: removing its 4 poisons lowered the
-    error 1.9x, p = 0.11 over 8 seeds and 0.034 over 16; the error is 3.0x the clean
-    examples' own over 32 seeds). The number of seeds is fixed before any of them is
-    trained, so each p-value holds at its level.
-
-    The effect is the paired difference of log errors (all minus without flagged): its
-    mean, a 95% t-interval, and the one-sided paired t-test p-value that removing the
-    flagged set does not lower the error by more than ``MIN_EFFECT`` (20%): an effect too
-    small to matter is not confirmed however consistent it is (measured on a clean set,
-    n = 500: 15 clean examples whose removal lowered the error by 10% under each of 6
-    seeds, p < 0.05 against no effect). The same test against removing the random set
-    (``p_value_vs_random``, ``error_ratio_vs_random``) tells the flagged set's harm from
-    what any removal of that size does (in a training run that sits between two modes,
-    removing one random example can move the error 5x). Errors are summarized by their
-    geometric mean and interval.
-
-    The mechanism: the paired drop of the models' effective rank (all minus without
-    flagged, ``rank_drop`` and its 95% t-interval) and the one-sided p-value that it is not
-    above ``MIN_RANK_RISE`` (``p_value_rank``): on a clean set of n = 450, a consistent drop of
-    0.014 had p = 2e-5 against 0. Clean-label poisons of an SSM work by raising the effective
-    rank of A (all its entries rise together), so that removing them lowers it; a clean set's
-    own harmful examples do not (measured over 8-16 confirmation seeds: on three clean sets,
-    n = 90-850, whose flagged clean examples lower the error 2.9-20x, the rank moved by
-    -0.01 to -0.03 of about 7.0, p = 1; on the 47 generated sets whose verdict stands, n =
-    40-1000, poisons at k, k-1 or k-2, with and without decoys, it fell by 0.49-2.27, p <=
-    2e-7). The strategies already keep flagged only examples that raise the rank
-    (:func:`_rank_band`); this check holds the verdict to the same mechanism as a whole
-    (measured: on a clean set of n = 450 it stopped clean examples that had passed those).
-    """
-    n = context.n
-    room = oracle.left // 3 if flagged else 0                               # (the oracle never overspends)
-    seeds = [context.seed + 1000 + j for j in range(context.confirm_seeds + min(context.confirm_seeds, room))]
-    rng = np.random.default_rng(context.seed + 1)
-    others = np.setdiff1d(np.arange(n), flagged)
-    control = rng.choice(others, size=min(len(flagged), len(others)), replace=False) if flagged else []
-    trials = [Trial(np.ones(n, bool), s) for s in seeds]
-    if flagged:
-        trials += [Trial.keep_all_but(n, flagged, s) for s in seeds]
-        trials += [Trial.keep_all_but(n, control, s) for s in seeds]
-    outs = oracle.ask(trials, search=False)
-    k = len(seeds)
-    groups = {"with_all": outs[:k]}
-    if flagged:
-        groups["without_flagged"] = outs[k:2 * k]
-        groups["without_random"] = outs[2 * k:]
-    result = {"seeds": seeds, "generalization": {name: _summary(o) for name, o in groups.items()}}
-    if flagged:
-        result.update(_paired_effect(_log_ratios(groups["with_all"], groups["without_flagged"]), margin=MIN_EFFECT))
-        vs_random = _paired_effect(_log_ratios(groups["without_random"], groups["without_flagged"]))
-        result.update(error_ratio_vs_random=vs_random["error_ratio"], p_value_vs_random=vs_random["p_value"])
-        drop = np.array([a.extra(context.mechanism) - b.extra(context.mechanism)
-                         for a, b in zip(groups["with_all"], groups["without_flagged"])])   # (seeds,)
-        rank = _paired_effect(drop[np.isfinite(drop)], margin=MIN_RANK_RISE)
-        result.update(rank_drop=rank["effect_log_ratio"], rank_drop_ci95=rank["effect_ci95"],
-                      p_value_rank=rank["p_value"])
-    return result
-
-
-def _summary(outs: list[Outcome]) -> dict:
-    logs = np.array([_log_error(o) for o in outs])
-    lo, hi = _t_interval(logs)
-    names = sorted({name for o in outs for name in o.extras})
-    return {"errors": [o.error for o in outs], "geomean": float(np.exp(logs.mean())),
-            "ci95": [float(np.exp(lo)), float(np.exp(hi))],
-            "extras": {name: float(np.nanmean([o.extra(name) for o in outs])) for name in names}}
-
-
-def _t_interval(values: np.ndarray) -> tuple[float, float]:
-    if len(values) < 2 or np.std(values) == 0:
-        return float(values.mean()), float(values.mean())
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean() - half), float(values.mean() + half)
-
-
-def _log_ratios(a: list[Outcome], b: list[Outcome]) -> np.ndarray:
-    """Paired log error ratios log error(a_j) - log error(b_j), one per seed."""
-    return np.array([_log_error(x) - _log_error(y) for x, y in zip(a, b)])
-
-
-def _paired_effect(diff: np.ndarray, *, margin: float = 0.0) -> dict:
-    """Mean, 95% t-interval and error ratio of paired log ratios, and the one-sided p-value
-    of their mean being at most ``margin`` (1 without any pair)."""
-    if not len(diff):
-        return {"effect_log_ratio": math.nan, "effect_ci95": [math.nan, math.nan], "error_ratio": math.nan,
-                "p_value": 1.0}
-    lo, hi = _t_interval(diff)
-    if len(diff) > 1 and diff.std(ddof=1) > 0:
-        p = float(stats.ttest_1samp(diff, margin, alternative="greater").pvalue)
-    else:
-        p = 0.0 if diff.mean() > margin else 1.0
-    return {"effect_log_ratio": float(diff.mean()), "effect_ci95": [lo, hi],
-            "error_ratio": float(math.exp(diff.mean())), "p_value": p}
 
 
 def _finish(flagged: list[int], scores: np.ndarray, context: Context, oracle: Oracle, details: dict) -> Verdict:

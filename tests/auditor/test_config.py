@@ -22,3 +22,15 @@ def test_the_default_step_cap_lets_slow_length_9_sets_fit():
     weak_half = energy <= np.median(energy)
     outcome, = run_trials(build_problem(validate_arrays(arrays), AuditConfig()), [Trial(weak_half, 0)])
     assert outcome.converged and outcome.error < 0.3
+
+
+def test_confirm_seeds_are_at_least_the_fewest_that_can_confirm_at_the_audits_level():
+    from auditor.config import ALPHA
+    from auditor.search.stats import least_seeds, sign_flip_test
+    from auditor.strategies import Context
+
+    assert ALPHA == Context(n=1).alpha and least_seeds(alpha=ALPHA) == 6
+    assert AuditConfig(confirm_seeds=6).confirm_seeds == 6
+    with pytest.raises(ValidationError, match="confirm_seeds"):
+        AuditConfig(confirm_seeds=5)
+    assert sign_flip_test(np.ones(2)) == 0.25                   # what 2 seeds, once allowed, could reach

@@ -22,7 +22,7 @@ from auditor.report import (
 )
 
 N = 40
-CONFIG = AuditConfig(confirm_seeds=4)
+CONFIG = AuditConfig(confirm_seeds=6)
 GLOSSARY = ("trial", "trusted reference set", "harm", "effective rank of A", "kappa_j", "geometric mean over seeds",
             "confirmation p-value", "control", "rank rise, rank band", "harm without the poisons' mechanism")
 
@@ -297,7 +297,7 @@ def test_evidence_of_core_testing():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        config = AuditConfig(confirm_seeds=4, strategy="core")
+        config = AuditConfig(confirm_seeds=6, strategy="core")
         dataset = validate_arrays(make_benchmark(BenchmarkSpec(n=150, poison_fraction=0.1, length=6, seed=0)))
         result = run_audit(dataset, config)
     finally:

@@ -34,7 +34,7 @@ def test_trial_keys_identify_mask_and_seed():
 
 def test_group_testing_finds_poisons_and_resumes_without_retraining():
     ds = _dataset()
-    config = AuditConfig(confirm_seeds=4)
+    config = AuditConfig(confirm_seeds=6)
     problem = build_problem(ds, config)
     executor = CountingExecutor(problem)
     stored = {}
@@ -53,7 +53,7 @@ def test_group_testing_finds_poisons_and_resumes_without_retraining():
 
 def test_clean_data_gets_no_flags():
     ds = validate_arrays(make_benchmark(BenchmarkSpec(kind="clean", n=60, length=6, seed=3)))
-    result = run_audit(ds, AuditConfig(confirm_seeds=2))
+    result = run_audit(ds, AuditConfig(confirm_seeds=6))
     assert result.verdict.flagged == []
     assert "reason" in result.verdict.details
 
@@ -89,7 +89,7 @@ def test_only_examples_that_raise_the_rank_are_flagged_where_it_measures_the_imp
     screen = -np.arange(n, dtype=float)
     flagged = {}
     for mechanism in ("effective_rank", None):
-        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, mechanism=mechanism)
+        context = Context(n=n, budget=200, screen=screen, confirm_seeds=6, mechanism=mechanism)
         verdict, _ = _synthetic_audit(context, error_of, _rank_of_poisons(np.arange(5)), strategy)
         assert verdict.confirmation["confirmed"]
         flagged[mechanism] = verdict.flagged
@@ -109,7 +109,7 @@ def test_a_poison_whose_harm_hides_in_the_noise_is_flagged_on_its_mechanism(stra
     screen[4] = -1.5                                   # the screen ranks it among the strong ones
     flagged = {}
     for mechanism in ("effective_rank", None):
-        context = Context(n=n, budget=200, screen=screen, confirm_seeds=3, mechanism=mechanism)
+        context = Context(n=n, budget=200, screen=screen, confirm_seeds=6, mechanism=mechanism)
         verdict, _ = _synthetic_audit(context, _share_harm(weight), _rank_of_poisons(np.arange(5)), strategy)
         flagged[mechanism] = verdict.flagged
     assert flagged["effective_rank"] == list(range(5))
@@ -122,7 +122,7 @@ def test_group_testing_splits_the_groups_that_raised_the_rank():
     n = 60
     weight = np.zeros(n)
     weight[[0, 2, 4, 6]] = 20.0
-    context = Context(n=n, budget=60, screen=-np.arange(n, dtype=float), confirm_seeds=2, mechanism="effective_rank")
+    context = Context(n=n, budget=60, screen=-np.arange(n, dtype=float), confirm_seeds=6, mechanism="effective_rank")
     verdict, _ = _synthetic_audit(context, _share_harm(weight), _rank_of_poisons(np.array([0, 2, 4, 6])), "group")
     assert verdict.details["group_size"] >= 2
     assert verdict.flagged == [0, 2, 4, 6]
@@ -141,7 +141,7 @@ def test_plan_is_pure_and_budget_errors_are_clear():
 def test_leave_one_out_and_banzhaf_score_every_example():
     ds = _dataset(n=20, fraction=0.1, seed=2)
     for strategy in ("loo", "banzhaf"):
-        result = run_audit(ds, AuditConfig(strategy=strategy, budget=40, confirm_seeds=2))
+        result = run_audit(ds, AuditConfig(strategy=strategy, budget=40, confirm_seeds=6))
         assert isinstance(result.verdict, Verdict)
         assert result.verdict.scores.shape == (20,)
         assert np.isfinite(result.verdict.scores).all()
@@ -220,7 +220,7 @@ def test_core_testing_draws_its_core_from_the_examples_not_the_screens_order_of_
     screen = -np.arange(n, dtype=float)
     reordered = screen.copy()
     reordered[n // 2:] = np.random.default_rng(5).permutation(screen[n // 2:])
-    audits = [_synthetic_audit(Context(n=n, budget=200, screen=s, confirm_seeds=2), _share_harm(weight))
+    audits = [_synthetic_audit(Context(n=n, budget=200, screen=s, confirm_seeds=6), _share_harm(weight))
               for s in (screen, reordered)]
     assert audits[0][0].flagged == audits[1][0].flagged == [0, 3, 7, 12, 20]
     assert set(audits[0][1]) == set(audits[1][1])
@@ -240,7 +240,7 @@ def test_a_core_below_the_sets_clean_level_flags_only_what_makes_it_unclean_at_t
     error_of = _share_harm(weight, level=0.01, factor=lambda mask, seed: mask.sum() / 64)
 
     screen = -np.arange(n, dtype=float)
-    verdict, _ = _synthetic_audit(Context(n=n, budget=200, screen=screen, confirm_seeds=2), error_of)
+    verdict, _ = _synthetic_audit(Context(n=n, budget=200, screen=screen, confirm_seeds=6), error_of)
     assert verdict.flagged == [0, 2, 4, 6, 8]
 
 
@@ -254,7 +254,7 @@ def test_core_testing_splits_harmful_groups_when_the_budget_is_short():
     error_of = _share_harm(weight)
 
     # room to test the candidates in groups and split the harmful ones down to single examples
-    verdict, _ = _synthetic_audit(Context(n=n, budget=160, screen=screen, confirm_seeds=2), error_of)
+    verdict, _ = _synthetic_audit(Context(n=n, budget=160, screen=screen, confirm_seeds=6), error_of)
     assert verdict.details["group_size"] > 1
     assert verdict.flagged == harmful
 
@@ -273,9 +273,9 @@ def test_core_testing_tests_a_dense_top_one_by_one():
 
     error_of = _share_harm(weight)
 
-    verdict, outcomes = _synthetic_audit(Context(n=n, budget=226, screen=screen, confirm_seeds=2), error_of)
+    verdict, outcomes = _synthetic_audit(Context(n=n, budget=226, screen=screen, confirm_seeds=6), error_of)
     assert verdict.flagged == harmful.tolist()
-    assert len(outcomes) <= 226 + 3 * 2
+    assert len(outcomes) <= 226 + 3 * 6
 
 
 def test_tests_split_the_most_harmful_groups_first_and_leave_the_rest_whole():
@@ -319,9 +319,9 @@ def test_core_testing_flags_an_example_only_on_its_own_harm():
 
     error_of = _share_harm(weight, wobble=0.0, factor=group_wobble)
 
-    short, _ = _synthetic_audit(Context(n=n, budget=80, screen=screen, confirm_seeds=2), error_of)
+    short, _ = _synthetic_audit(Context(n=n, budget=80, screen=screen, confirm_seeds=6), error_of)
     assert "budget" in short.details and set(short.flagged) <= set(harmful)
-    roomy, _ = _synthetic_audit(Context(n=n, budget=120, screen=screen, confirm_seeds=2), error_of)
+    roomy, _ = _synthetic_audit(Context(n=n, budget=120, screen=screen, confirm_seeds=6), error_of)
     assert roomy.flagged == harmful
 
 
@@ -509,7 +509,7 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
 
     error_of = _share_harm(weight, wobble=0.0, factor=lambda mask, seed: 0.2 if seed == 0 and mask[6:].all() else 1.0)
 
-    context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=3)
+    context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=6)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
     base = error_of(_without(n, range(verdict.details["removed"])), 0)
     assert verdict.details["reference_error"][0] > 3 * base     # the typical perturbed base
@@ -574,7 +574,7 @@ def test_group_testing_keeps_flagged_what_did_harm_beyond_the_control_band(worse
     weight[:4], weight[4] = 20.0, 6.0
 
     error_of = _share_harm(weight, factor=lambda mask, seed: 3.0 if mask.sum() % 2 == worse else 1.0)
-    context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
+    context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=6)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
     assert verdict.details["settled"] >= 1
     assert verdict.flagged == list(range(5))
@@ -587,7 +587,7 @@ def test_group_testing_leaves_mild_harm_to_the_joint_rule_where_the_base_is_not_
     n = 60
     weight = np.zeros(n)
     weight[[0, 1, 2, 5]], weight[3] = 20.0, 2.0
-    context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=2)
+    context = Context(n=n, budget=160, screen=-np.arange(n, dtype=float), confirm_seeds=6)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), _share_harm(weight))
     assert verdict.details["removed"] == 6 and verdict.details["settled"] == 0
     assert verdict.flagged == [0, 1, 2, 5]

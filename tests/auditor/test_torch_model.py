@@ -136,7 +136,7 @@ def test_auditor_audit_takes_arrays_tensors_frames_and_paths(tmp_path):
     import pandas as pd
 
     model = TorchModel(mlp, lr=0.01, steps=40)
-    kwargs = dict(x_val=SET["x_val"], y_val=SET["y_val"], model=model, budget=24, confirm_seeds=2)
+    kwargs = dict(x_val=SET["x_val"], y_val=SET["y_val"], model=model, budget=24, confirm_seeds=6)
     report = auditor.audit(SET["x"], SET["y"], is_poison=SET["is_poison"], **kwargs)
     assert isinstance(report, auditor.AuditReport)
     assert report.scores.shape == (40,) and all(0 <= i < 40 for i in report.flagged)
@@ -151,7 +151,7 @@ def test_auditor_audit_takes_arrays_tensors_frames_and_paths(tmp_path):
     assert np.array_equal(as_tensors.scores, report.scores, equal_nan=True)
     path = tmp_path / "set.npz"
     save_dataset(path, **SET)
-    by_name = auditor.audit(path, model="tests.auditor.torch_models_fixture:mlp", budget=24, confirm_seeds=2)
+    by_name = auditor.audit(path, model="tests.auditor.torch_models_fixture:mlp", budget=24, confirm_seeds=6)
     assert by_name.config.model == "tests.auditor.torch_models_fixture:mlp" and by_name.evaluation is not None
     with pytest.raises(TypeError, match="with a path"):
         auditor.audit(path, SET["y"])

@@ -54,7 +54,7 @@ def queue_audit(sessions, tmp_path):
             uri, _ = put_blob(Path(tmp_path) / "data", summary["sha256"], data)
             dataset = repository.add_dataset(session, tenant_id=tenant.id, filename=path.name,
                                              size_bytes=len(data), uri=uri, summary=summary)
-            full = AuditConfig(**{"confirm_seeds": 2, **config}).model_dump(mode="json")
+            full = AuditConfig(**{"confirm_seeds": 6, **config}).model_dump(mode="json")
             audit, _ = repository.create_audit(session, tenant_id=tenant.id, dataset_id=dataset.id, config=full)
             return audit.id
 

@@ -50,7 +50,7 @@ def _audit(pool, dataset, config, *, on_chunk=None):
 
 def test_losing_a_worker_node_mid_audit_keeps_the_verdict(cluster):
     dataset = small_dataset()
-    config = AuditConfig(confirm_seeds=4)
+    config = AuditConfig(confirm_seeds=6)
     node = cluster.add_node(num_cpus=1)                  # the node to lose, in the second run
     cluster.wait_for_nodes()
     pool = RetrainerPool(actors=3)                       # one actor on each of the three 1-CPU nodes
