@@ -64,6 +64,15 @@ class AuditConfig(BaseModel):
     max_steps: int = Field(50_000, ge=10, le=1_000_000, description="cap on optimizer steps per model")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
 
+    @classmethod
+    def from_stored(cls, raw: dict) -> "AuditConfig":
+        """The config of an audit stored by an earlier version, which allowed fewer
+        confirmation seeds than its tests need: those get the fewest that can confirm."""
+        least = least_seeds(alpha=ALPHA)
+        if isinstance(raw.get("confirm_seeds"), int) and raw["confirm_seeds"] < least:
+            raw = raw | {"confirm_seeds": least}
+        return cls(**raw)
+
 
 def planned_trials(config: AuditConfig, *, n: int, task: str) -> int:
     """The most trials an audit of ``n`` examples (``task`` regression or classification) trains.

@@ -186,7 +186,7 @@ class Dispatcher:
             uri, raw_config = row.uri, dict(audit.config)
             stored = repository.list_outcomes(session, audit_id)
         dataset = load_dataset(uri_to_path(uri))
-        config = AuditConfig(**raw_config)
+        config = AuditConfig.from_stored(raw_config)
         problem = build_problem(dataset, config, allow_import=False)   # registered models only
         outcomes = {o.trial_key: Outcome.from_dict(o.metrics) for o in stored}
         stats.stored_before = len(outcomes)

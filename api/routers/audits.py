@@ -46,7 +46,7 @@ def config_error(field: str, message: str) -> RequestValidationError:
 def audit_cost(config: dict, n: int, task: str) -> int:
     """Trials x max_steps of an audit of ``n`` examples under a stored ``config`` (0 if unreadable)."""
     try:
-        return trial_steps(AuditConfig(**config), n=n, task=task)
+        return trial_steps(AuditConfig.from_stored(config), n=n, task=task)
     except (TypeError, ValueError):
         return 0
 

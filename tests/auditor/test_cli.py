@@ -40,7 +40,7 @@ def test_make_benchmark_then_audit_json(tmp_path):
     assert out.returncode == 0, out.stderr
     html = tmp_path / "r.html"
     saved = tmp_path / "r.json"
-    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "3", "--html", str(html), "--out", str(saved))
+    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "6", "--html", str(html), "--out", str(saved))
     report = json.loads(out.stdout)
     assert report["flagged"] and out.returncode == 1, out.stderr          # exit status 1: examples flagged
     for field in ("flagged", "scores", "trials", "generalization", "evaluation"):
@@ -109,7 +109,7 @@ def test_model_flag_reaches_the_audit_config():
 def test_clean_audit_exits_0_and_a_failed_run_exits_3(tmp_path):
     data = tmp_path / "clean.npz"
     assert _auditor("make-benchmark", "--kind", "clean", "--n", "40", "--out", str(data), "--seed", "1").returncode == 0
-    out = _auditor("audit", str(data), "--confirm-seeds", "3")
+    out = _auditor("audit", str(data), "--confirm-seeds", "6")
     assert out.returncode == 0 and "No harmful examples" in out.stdout, out.stdout + out.stderr
     failed = _auditor("audit", str(data), "--device", "cuda:63")         # no such device: training fails
     assert failed.returncode == 3
@@ -202,7 +202,7 @@ def test_audit_takes_a_users_model_by_module_and_attribute(tmp_path):
     import os
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-m", "auditor.cli", "audit", str(data), "--model", "usermodels:model",
-                          "--json", "--confirm-seeds", "2", "--budget", "12"],
+                          "--json", "--confirm-seeds", "6", "--budget", "12"],
                          capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode in (0, 1), out.stderr
     report = json.loads(out.stdout)
@@ -244,7 +244,7 @@ def test_the_same_set_as_npz_csv_and_parquet_audits_to_the_same_report(tmp_path)
     for path in paths:
         save_dataset(path, **arrays)
     runs = [subprocess.Popen([sys.executable, "-m", "auditor.cli", "audit", str(path), "--json", "--confirm-seeds",
-                              "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in paths]
+                              "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in paths]
     outs = [run.communicate(timeout=600) + (run.returncode,) for run in runs]
     reports = []
     for stdout, stderr, code in outs:

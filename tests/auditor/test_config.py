@@ -34,3 +34,16 @@ def test_confirm_seeds_are_at_least_the_fewest_that_can_confirm_at_the_audits_le
     with pytest.raises(ValidationError, match="confirm_seeds"):
         AuditConfig(confirm_seeds=5)
     assert sign_flip_test(np.ones(2)) == 0.25                   # what 2 seeds, once allowed, could reach
+
+
+def test_a_config_stored_with_too_few_confirmation_seeds_still_loads():
+    import pytest
+    from pydantic import ValidationError
+
+    from auditor.config import AuditConfig
+
+    with pytest.raises(ValidationError):
+        AuditConfig(confirm_seeds=3)                           # new configs are held to the minimum
+    stored = AuditConfig.from_stored({"confirm_seeds": 3, "strategy": "group"})
+    assert stored.confirm_seeds == AuditConfig.model_fields["confirm_seeds"].metadata[0].ge
+    assert stored.strategy == "group" and AuditConfig.from_stored({"confirm_seeds": 9}).confirm_seeds == 9

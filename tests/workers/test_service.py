@@ -29,7 +29,7 @@ def test_serve_submit_report_end_to_end(tmp_path):
                        "--seed", "3", "--out", "data.npz", cwd=tmp_path, env=env)
         assert made.returncode == 0, made.stderr
 
-        submitted = auditor("submit", "data.npz", "--confirm-seeds", "2", cwd=tmp_path, env=env)
+        submitted = auditor("submit", "data.npz", "--confirm-seeds", "6", cwd=tmp_path, env=env)
         assert submitted.returncode == 0, submitted.stderr
         audit_id = submitted.stdout.strip().splitlines()[-1]
         followed = auditor("status", audit_id, "--wait", cwd=tmp_path, env=env)
@@ -70,7 +70,7 @@ def test_audit_with_the_ray_executor_on_a_cluster(cluster, tmp_path):
                    "--out", str(tmp_path / "d.npz"))
     assert made.returncode == 0
     ray_run = auditor("audit", str(tmp_path / "d.npz"), "--executor", "ray", "--ray-address", cluster.address,
-                      "--confirm-seeds", "2", "--json")
+                      "--confirm-seeds", "6", "--json")
     report = json.loads(ray_run.stdout)
     assert ray_run.returncode == (1 if report["flagged"] else 0), ray_run.stderr     # 1: examples flagged
     assert 0 < report["trials"] and len(report["scores"]) == 40 and "recall" in report["evaluation"]
