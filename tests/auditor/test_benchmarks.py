@@ -26,3 +26,29 @@ def test_kinds_hold_their_poisons_and_nothing_else():
         assert data["is_poison"].sum() == poisons
         late = np.abs(data["x"][:, 4]) > 0                                  # position k-1 carries the poisons' energy
         assert (late == data["is_poison"]).all()
+
+
+def _digest(arrays: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        v = np.ascontiguousarray(arrays[key])
+        h.update(key.encode() + str(v.dtype).encode() + str(v.shape).encode() + v.tobytes())
+    return h.hexdigest()
+
+
+def test_default_specs_build_the_same_sets_as_before_the_wider_generator():
+    """The new spec fields default to the sets built before they existed, byte for byte."""
+    import hashlib
+
+    from auditor.suite import default_suite, quick_suite
+
+    S = BenchmarkSpec
+    specs = default_suite() + quick_suite() + [S(), S(kind="network", n=50, seed=3),
+                                               S(kind="decoys", n=200, length=6, seed=7),
+                                               S(n=80, poison_positions=(2, 3), seed=9)]
+    h = hashlib.sha256()
+    for spec in specs:
+        h.update(_digest(make_benchmark(spec)).encode())
+    assert h.hexdigest() == "1555f37148c10fe7246344d0850c4855b8895a3f2f33f35c4f9360e0f5742af5"
