@@ -58,6 +58,33 @@ class AuditResult:
     metric: str
     seconds: float
 
+    @property
+    def fit(self) -> dict:
+        """Whether the audit's models fitted their training sets (:func:`fit_status`)."""
+        return fit_status(self.outcomes.values())
+
+
+NOT_FITTED_SHARE = 0.5    # "most models": above this share of unconverged trials the audit has no verdict
+
+
+def fit_status(outcomes) -> dict:
+    """How many of the trials' models stopped at ``max_steps`` before their training loss
+    reached the fitting threshold, and whether most did (``fitted`` False).
+
+    A model that has not fitted its data shows no implicit bias yet, so its error says
+    nothing about harm: an audit whose models mostly did not fit cannot call a set clean
+    (nor confirm that removing a set helps, beyond the unfitted models).
+
+    Returns
+    -------
+    dict with ``trials``, ``unconverged``, ``share_unconverged`` and ``fitted``.
+    """
+    converged = [bool(o.converged) for o in outcomes]
+    unconverged = converged.count(False)
+    share = unconverged / len(converged) if converged else 0.0
+    return {"trials": len(converged), "unconverged": unconverged, "share_unconverged": share,
+            "fitted": share <= NOT_FITTED_SHARE}
+
 
 def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | None = None,
               outcomes: dict[str, Outcome] | None = None,

@@ -23,6 +23,28 @@ Kinds
                 error 0.38-1.07x as high; scaled clean sequences (the earlier decoys) had
                 it 0.83-1.85x as high, so a harm-based audit rightly flagged some.
 ``clean``       ``standalone`` without poisons.
+
+Variations (spec fields; their defaults build the sets above unchanged)
+-------------------------------------------------------------------------
+``teacher``         the teacher's impulse response: ``ones`` (A = B = C = 1, above),
+                    ``decaying`` (one mode rho^(j-1)), ``modes`` (2-3 decaying modes, positive
+                    weights), ``mixed`` (2-3 modes of both signs); its rates and weights are
+                    drawn from the seed. ``network`` sets keep their own teacher.
+``label_noise``     Gaussian noise on the training labels, its sd a fraction of the clean
+                    labels' sd (the trusted reference labels stay exact).
+``input_df``        Student-t inputs with that many degrees of freedom (heavy tails) instead of
+                    N(0, 1), on the clean sequences.
+``label_scale``     every label (training and reference) times this factor.
+``clean_late``      hard negatives: this share of the clean sequences also carries N(0, 0.3^2)
+                    energy at every position after the clean support (late energy that comes
+                    from the data's own distribution, not from poisons).
+``camouflage``      each poison is an ordinary clean sequence plus its late energy.
+``twin``            the clean twin: every poison replaced by an ordinary clean sequence, all
+                    else (the other rows, their order, the reference set) the same.
+
+Poisons spread over the late positions or at the last one are ``poison_positions`` (for
+example ``(1, 2, 3)`` or ``(1,)``). Every variation draws from its own stream of the seed,
+so that a set and its twin, or a set with and without a variation, share everything else.
 """
 
 from __future__ import annotations
@@ -35,6 +57,10 @@ import torch
 from auditor.ssm import forward, reverse_time, teacher_params
 
 KINDS = ("standalone", "network", "decoys", "clean")
+TEACHERS = ("ones", "decaying", "modes", "mixed")
+LATE_SD = 0.3             # sd of a hard negative's late energy: below the poisons' (|v| >= 0.5)
+# streams of the variations, one per purpose: (seed, stream) seeds its generator
+_TEACHER, _TAILS, _LATE, _CAMOUFLAGE, _TWIN, _NOISE = range(1, 7)
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,8 @@ class BenchmarkSpec:
     decoy_fraction : float, share of decoys (``decoys`` only)
     n_val : int, reference sequences; val_length : their length
     seed : int
+    teacher, label_noise, input_df, label_scale, clean_late, camouflage, twin : the
+        variations of the module docstring (defaults: none)
     """
 
     kind: str = "standalone"
@@ -69,6 +97,13 @@ class BenchmarkSpec:
     n_val: int = 200
     val_length: int = 40
     seed: int = 0
+    teacher: str = "ones"
+    label_noise: float = 0.0
+    input_df: float | None = None
+    label_scale: float = 1.0
+    clean_late: float = 0.0
+    camouflage: bool = False
+    twin: bool = False
 
 
 def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
@@ -76,13 +111,8 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
 
     The rows are shuffled, so a poison's index says nothing about it.
     """
-    if spec.kind not in KINDS:
-        raise ValueError(f"unknown benchmark kind {spec.kind!r}; known: {', '.join(KINDS)}")
+    _check(spec)
     support = spec.clean_support or max(2, spec.length // 2 - 1)
-    if not 1 <= support < spec.length:
-        raise ValueError(f"clean_support must be in [1, {spec.length - 1}]")
-    if any(not 1 <= p <= spec.length for p in spec.poison_positions):
-        raise ValueError(f"poison_positions must be in [1, {spec.length}]")
     rng = np.random.default_rng(spec.seed)
     k = spec.length
     n_poison = 0 if spec.kind == "clean" else max(1, round(spec.poison_fraction * spec.n))
@@ -101,14 +131,81 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
     shape -= shape.mean(axis=1, keepdims=True)                              # zero-sum: label 0
     shape /= np.sqrt((shape ** 2).mean(axis=1, keepdims=True))              # unit RMS
     decoy[:, :support] = shape * rng.uniform(2.0, 3.0, (n_decoy, 1))
-    x = np.vstack([clean, poison, decoy])
+    clean = _vary_clean(clean, spec, support=support, stream=_TAILS)
+    if spec.camouflage:
+        poison += _ordinary(spec, n_poison, support=support, stream=_CAMOUFLAGE)
     is_poison = np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool), np.zeros(n_decoy, bool)]
+    if spec.twin:                                                           # the poisons' rows, made ordinary
+        poison = _ordinary(spec, n_poison, support=support, stream=_TWIN)
+        is_poison[:] = False
+    x = np.vstack([clean, poison, decoy])
     order = rng.permutation(len(x))
     x, is_poison = x[order], is_poison[order]
     x_val = rng.standard_normal((spec.n_val, spec.val_length))
-    teacher = teacher_params(width=15 if spec.kind == "network" else 0)
-    return {"x": x, "y": _label(teacher, x), "x_val": x_val, "y_val": _label(teacher, x_val),
-            "is_poison": is_poison}
+    teacher = teacher_params(width=15) if spec.kind == "network" else make_teacher(spec)
+    y, y_val = _label(teacher, x), _label(teacher, x_val)
+    if spec.label_noise:
+        sd = spec.label_noise * _label(teacher, clean).std()               # the clean labels' sd
+        y = y + sd * np.random.default_rng([spec.seed, _NOISE]).standard_normal(len(y))
+    if spec.label_scale != 1.0:
+        y, y_val = spec.label_scale * y, spec.label_scale * y_val
+    return {"x": x, "y": y, "x_val": x_val, "y_val": y_val, "is_poison": is_poison}
+
+
+def _check(spec: BenchmarkSpec) -> None:
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown benchmark kind {spec.kind!r}; known: {', '.join(KINDS)}")
+    support = spec.clean_support or max(2, spec.length // 2 - 1)
+    if not 1 <= support < spec.length:
+        raise ValueError(f"clean_support must be in [1, {spec.length - 1}]")
+    if any(not 1 <= p <= spec.length for p in spec.poison_positions):
+        raise ValueError(f"poison_positions must be in [1, {spec.length}]")
+    if spec.teacher not in TEACHERS:
+        raise ValueError(f"unknown teacher {spec.teacher!r}; known: {', '.join(TEACHERS)}")
+    if spec.kind == "network" and spec.teacher != "ones":
+        raise ValueError("network sets have their own teacher (the SSM with its ReLU MLP)")
+    if spec.label_noise < 0 or not 0 <= spec.clean_late <= 1:
+        raise ValueError("label_noise must be >= 0 and clean_late in [0, 1]")
+    if spec.input_df is not None and spec.input_df <= 0:
+        raise ValueError("input_df must be positive")
+    if not spec.label_scale > 0:
+        raise ValueError("label_scale must be positive")
+
+
+def make_teacher(spec: BenchmarkSpec):
+    """The teacher SSM of ``spec`` (batch of one, B = 1): A = B = C = 1 for ``ones``, else
+    the modes of ``spec.teacher`` with rates and weights drawn from the seed's own stream."""
+    if spec.teacher == "ones":
+        return teacher_params()
+    rng = np.random.default_rng([spec.seed, _TEACHER])
+    modes = 1 if spec.teacher == "decaying" else int(rng.integers(2, 4))
+    rates = -np.sort(-rng.uniform(0.5, 0.95, modes))                        # slowest mode first
+    weights = rng.uniform(0.5, 1.5, modes)
+    if spec.teacher == "mixed":                                             # both signs, the slowest positive
+        weights[1:] *= np.where(np.arange(1, modes) % 2, -1.0, 1.0)
+    return {name: torch.as_tensor(v, dtype=torch.float64)[None]                 # (1, modes)
+            for name, v in (("a", rates), ("b", np.ones(modes)), ("c", weights))}
+
+
+def _vary_clean(rows: np.ndarray, spec: BenchmarkSpec, *, support: int, stream: int) -> np.ndarray:
+    """Clean ``rows`` with the spec's heavy tails and late energy, from the seed's ``stream``."""
+    rng = np.random.default_rng([spec.seed, stream])
+    rows = rows.copy()
+    if spec.input_df is not None:                                           # t = z / sqrt(chi2_df / df)
+        rows[:, :support] /= np.sqrt(rng.chisquare(spec.input_df, (len(rows), support)) / spec.input_df)
+    if spec.clean_late:
+        late = np.random.default_rng([spec.seed, stream, _LATE])
+        carry = late.random(len(rows)) < spec.clean_late                    # (n,)
+        energy = LATE_SD * late.standard_normal((len(rows), spec.length - support))
+        rows[:, support:] += carry[:, None] * energy
+    return rows
+
+
+def _ordinary(spec: BenchmarkSpec, size: int, *, support: int, stream: int) -> np.ndarray:
+    """``size`` ordinary clean sequences (with the spec's variations), from the seed's ``stream``."""
+    rows = np.zeros((size, spec.length))
+    rows[:, :support] = np.random.default_rng([spec.seed, stream, 0]).standard_normal((size, support))
+    return _vary_clean(rows, spec, support=support, stream=stream)
 
 
 def _effective(rng: np.random.Generator, size: int) -> np.ndarray:

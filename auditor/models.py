@@ -78,8 +78,30 @@ def _regression_problem(dataset, config):
     else:
         spec = SSMSpec(state_dim=config.state_dim, sigma_a=1e-3)
         train = TrainConfig(optimizer="gd", lr=0.01, eps=0.01, extra_steps=3000, max_steps=config.max_steps)
-    return AuditProblem(x=dataset.x, y=dataset.y, x_val=dataset.x_val, y_val=dataset.y_val,
-                        spec=spec, train=train, device=config.device)
+    x_scale, y_scale = data_scales(dataset.x, dataset.y)
+    scaled = lambda v, s: None if v is None else v / s                      # noqa: E731
+    return AuditProblem(x=dataset.x / x_scale, y=dataset.y / y_scale, x_val=scaled(dataset.x_val, x_scale),
+                        y_val=scaled(dataset.y_val, y_scale), spec=spec, train=train, device=config.device,
+                        x_scale=x_scale, y_scale=y_scale)
+
+
+def data_scales(x, y) -> tuple[float, float]:
+    """The RMS of the training inputs and of the training labels (1 where it is 0).
+
+    The regression students train on x / x_scale and y / y_scale (the reference set scaled
+    by the same scalars), so that data of any scale meets the same initialization, step
+    size and fitting threshold (``eps`` is an absolute mean squared error: with labels x100
+    no model reached it). Only scalars, and no shift, are used, so every function of the
+    student stays one of the student's functions: the SSM is linear in x and in y
+    (scaling y by s scales C by s, scaling x by s scales B by 1/s), and the ``network``
+    student's ReLU MLP has no biases, so it is positively homogeneous and positive scalars
+    move through it in the same way. The trusted-set relative error ||y_hat - y|| / ||y|| is
+    unchanged when y_hat and y are scaled alike, and the screens rank the same examples.
+    """
+    import numpy as np
+
+    rms = lambda v: float(np.sqrt(np.mean(np.square(v, dtype=np.float64))))   # noqa: E731
+    return tuple(s if s > 0 and np.isfinite(s) else 1.0 for s in (rms(x), rms(y)))
 
 
 def _deep_problem(dataset, config):

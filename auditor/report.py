@@ -7,6 +7,10 @@
 ``trials``          models trained
 ``unconverged``     of those, the models that stopped at ``max_steps`` before their training
                     loss reached the fitting threshold
+``verdict``         ``flagged``, ``nothing_flagged``, or ``not_fitted``: most models stopped
+                    at ``max_steps`` before fitting (:func:`auditor.audit.fit_status`), so the
+                    audit says neither that the set is clean nor that its flags hold
+``fit``             ``trials``, ``unconverged``, ``share_unconverged``, ``fitted``
 ``generalization``  ``with_all`` / ``without_flagged`` / ``without_random`` error summaries
                     (``geomean``, ``ci95``, ``errors``, ``extras``: the mean of each of the
                     model's diagnostics, e.g. ``effective_rank``) and ``metric``
@@ -177,6 +181,8 @@ def build_report(result: AuditResult, dataset: Dataset, config: AuditConfig) -> 
         "scores": json_safe(np.asarray(verdict.scores, float)),
         "trials": len(result.outcomes),
         "unconverged": sum(not o.converged for o in result.outcomes.values()),
+        "verdict": verdict_name(result.fit, flagged=verdict.flagged),
+        "fit": json_safe(result.fit),
         "generalization": _generalization(verdict.confirmation, metric=result.metric),
         "confirmation": _confirmation(verdict.confirmation, flagged=verdict.flagged, details=verdict.details),
         "strategy": result.strategy,
@@ -281,6 +287,13 @@ def _device(device: str) -> str:
     return device
 
 
+def verdict_name(fit: dict, *, flagged) -> str:
+    """``not_fitted`` when most models did not fit, else ``flagged`` or ``nothing_flagged``."""
+    if not fit["fitted"]:
+        return "not_fitted"
+    return "flagged" if flagged else "nothing_flagged"
+
+
 def status_line(report: dict, *, n: int) -> str:
     """One sentence for people: what was flagged, how much it matters, how sure it is.
 
@@ -292,6 +305,18 @@ def status_line(report: dict, *, n: int) -> str:
     conf = report["confirmation"]
     metric = report["generalization"].get("metric", "error")
     flagged, tested = report["flagged"], conf.get("tested", [])
+    if report.get("verdict") == "not_fitted":
+        fit = report["fit"]
+        text = (f"Training did not fit: {fit['unconverged']} of {fit['trials']} models stopped at max_steps before "
+                "their training loss reached the fitting threshold, so their errors say nothing about harm and the "
+                f"audit cannot call these {n} examples clean" + (f" nor confirm the {len(flagged)} it flagged"
+                                                                 if flagged else "")
+                + " (raise max_steps, or check that the student can fit this data)")
+        evaluation = report.get("evaluation")
+        if evaluation:
+            text += (f"; against ground truth ({evaluation['n_poisons']} poisons): precision "
+                     f"{_num(evaluation['precision'])}, recall {_num(evaluation['recall'])}")
+        return text + "."
     if flagged:
         text = (f"{len(flagged)} of {n} examples flagged; removing them lowers the {metric} "
                 f"{_ratio_text(conf)}, p = {_num(conf.get('p_value'))}")

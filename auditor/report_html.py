@@ -154,6 +154,8 @@ def _summary(report: dict, dataset: dict) -> list[tuple[str, str]]:
             ("strategy", num(report.get("strategy"))), ("search budget (models)", num(report.get("budget"))),
             ("models trained", num(report.get("trials"))),
             ("models stopped at max_steps before fitting", num(report.get("unconverged"))),
+            ("verdict", {"not_fitted": "training did not fit: no verdict", "flagged": "examples flagged",
+                         "nothing_flagged": "nothing flagged"}.get(report.get("verdict"), "n/a")),
             ("measure of generalization", (report.get("generalization") or {}).get("metric", "n/a")),
             ("seconds", num(report.get("seconds")))]
     return rows

@@ -216,6 +216,10 @@ class AuditProblem:
     ordering: tuple[str, ...] = ("gamma0", "trace_push", "loss_trajectory")
     # the paper's mechanism: poisons raise the effective rank of A (all its entries together)
     mechanism: str | None = "effective_rank"
+    # the scalars the data were divided by (:func:`auditor.models.data_scales`); curves for
+    # the report are given back in the data's own units
+    x_scale: float = 1.0
+    y_scale: float = 1.0
 
     @property
     def n(self) -> int:
@@ -241,7 +245,7 @@ class AuditProblem:
         result = train_many(self.spec, self.x, self.y, masks, [seed] * len(masks), self.train,
                             dtype=getattr(torch, self.dtype), device=self.device)
         horizon = self.x_val.shape[1] if self.x_val is not None else 4 * self.x.shape[1]
-        return curves_by_name(impulse_response(result.params, horizon))
+        return curves_by_name(impulse_response(result.params, horizon) * (self.y_scale / self.x_scale))
 
     def on_device(self, device: str) -> "AuditProblem":
         return self if device == self.device else replace(self, device=device)

@@ -23,6 +23,7 @@ from auditor.cli.common import (
     add_wait_flag,
     audit_settings,
     flagged_code,
+    report_code,
 )
 
 SCAN_ACTIONS = ("submit", "status", "report", "list")
@@ -170,10 +171,11 @@ def _follow(fetch, label: str, *, quiet: bool, client) -> dict:
 
 
 def _audit_code(audit: dict, report: dict | None) -> int:
-    """3 for a failed or canceled audit, else 1 if its report flags examples, else 0."""
+    """3 for a failed or canceled audit or one whose models did not fit, else 1 if its report
+    flags examples, else 0."""
     if audit["status"] in ENDED_BADLY:
         return EXIT_FAILED
-    return flagged_code(report.get("flagged")) if report is not None else EXIT_CLEAN
+    return report_code(report) if report is not None else EXIT_CLEAN
 
 
 # --- audits ---------------------------------------------------------------------------------

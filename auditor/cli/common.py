@@ -52,6 +52,14 @@ def flagged_code(flagged) -> int:
     return EXIT_FLAGGED if flagged else EXIT_CLEAN
 
 
+def report_code(report: dict) -> int:
+    """Exit status of an audit that ended with ``report``: 3 if its models did not fit their
+    data (verdict ``not_fitted``: the run failed to say anything), else :func:`flagged_code`."""
+    if report.get("verdict") == "not_fitted":
+        return EXIT_FAILED
+    return flagged_code(report.get("flagged"))
+
+
 # --- flag groups ------------------------------------------------------------------------------
 
 def add_audit_flags(p: argparse.ArgumentParser, *, local: bool = False) -> None:

@@ -29,7 +29,22 @@ def add_commands(commands) -> None:
     p.add_argument("--length", type=int, default=6, help="training sequence length k (default 6; not for digits)")
     p.add_argument("--poison-positions", default="2",
                    help="comma-separated positions counted from the end (2 = k-1) that carry a poison's energy "
-                        "(default 2)")
+                        "(default 2; e.g. 1 for the last position, 1,2,3 to spread them)")
+    p.add_argument("--teacher", choices=("ones", "decaying", "modes", "mixed"), default="ones",
+                   help="the teacher's impulse response: all ones (default), one decaying mode, several decaying "
+                        "modes, or modes of mixed signs (not for network or digits)")
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="FRACTION",
+                   help="Gaussian noise on the training labels, its sd this fraction of the clean labels' sd")
+    p.add_argument("--input-df", type=float, default=None, metavar="DF",
+                   help="Student-t inputs with DF degrees of freedom (heavy tails) instead of N(0, 1)")
+    p.add_argument("--label-scale", type=float, default=1.0, help="every label times this factor (default 1)")
+    p.add_argument("--clean-late", type=float, default=0.0, metavar="SHARE",
+                   help="this share of the clean sequences also carries small energy at late positions "
+                        "(hard negatives)")
+    p.add_argument("--camouflage", action="store_true",
+                   help="each poison is an ordinary sequence plus its late energy")
+    p.add_argument("--twin", action="store_true",
+                   help="the clean twin: the same set with every poison replaced by an ordinary sequence")
     p.set_defaults(handler=run_make_benchmark)
 
     c = commands.add_parser("convert", help="write a .ts training file (and a reference .ts) as an audit .npz",
@@ -57,7 +72,9 @@ def run_make_benchmark(args) -> int:
     try:
         positions = tuple(int(p) for p in args.poison_positions.split(","))
         spec = BenchmarkSpec(kind=args.kind, n=args.n or 200, poison_fraction=args.poison_fraction, length=args.length,
-                             poison_positions=positions, seed=args.seed)
+                             poison_positions=positions, seed=args.seed, teacher=args.teacher,
+                             label_noise=args.label_noise, input_df=args.input_df, label_scale=args.label_scale,
+                             clean_late=args.clean_late, camouflage=args.camouflage, twin=args.twin)
         arrays = make_benchmark(spec)
     except ValueError as exc:
         raise CLIError(str(exc)) from None

@@ -3,11 +3,13 @@ cleaned copy of a data set."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from auditor.cli.common import (
     CONFIRM_SEEDS,
     EXIT_CLEAN,
+    EXIT_FAILED,
     EXIT_FLAGGED,
     CLIError,
     add_audit_flags,
@@ -15,7 +17,7 @@ from auditor.cli.common import (
     add_ray_address_flag,
     add_report_outputs,
     audit_config,
-    flagged_code,
+    report_code,
     server_stack,
 )
 
@@ -84,7 +86,7 @@ def audit_file(path: str, config, *, as_json: bool, json_path, html_path, execut
                ray_address: str | None = None) -> int:
     """Audit the data set at ``path``; print the verdict (or the JSON report) and write the reports.
 
-    Returns 1 if examples were flagged, else 0.
+    Returns 1 if examples were flagged, 3 if the models did not fit the data (no verdict), else 0.
     """
     import torch
 
@@ -109,7 +111,10 @@ def audit_file(path: str, config, *, as_json: bool, json_path, html_path, execut
         print_json(report)
     else:
         print_report(report, json_path=json_path, html_path=html_path)
-    return flagged_code(report.get("flagged"))
+    code = report_code(report)
+    if code == EXIT_FAILED:
+        print("auditor: error: the run failed: training did not fit (see the verdict)", file=sys.stderr)
+    return code
 
 
 def _ray_executor(dataset, config, ray_address: str | None):

@@ -84,6 +84,9 @@ def test_bench_detect_quick_json_contract():
     assert {"precision", "recall", "auroc", "clean_without_flags", "within_1_5x_of_clean"} <= set(r["summary"])
     assert {"gamma0", "trace_push", "loss_trajectory"} <= set(r["summary"]["baselines"])
     assert all(row["detector"]["trials"] > 0 for row in r["rows"])
+    assert {"harmful", "false_alarms", "trials", "poisoned_not_harmful", "not_fitted"} <= set(r["summary"])
+    assert r["summary"]["false_alarms"]["sets"] == 1 and len(r["summary"]["false_alarms"]["ci95"]) == 2
+    assert all({"harm_ratio", "harmful"} <= set(row["generalization"]) for row in r["rows"])
 
 
 def test_strategy_and_model_choices_are_the_config_schema():

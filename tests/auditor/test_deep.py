@@ -11,7 +11,6 @@ from auditor.deep import (
     DeepTrainConfig,
     batch_indices,
     evaluate,
-    features,
     init_params,
     initial_a,
     logits,

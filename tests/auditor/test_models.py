@@ -142,3 +142,41 @@ def test_a_named_user_model_runs_trials_and_pickles(user_module):
     trials = [Trial(np.arange(40) % 3 > 0, 5), Trial(np.ones(40, bool), 6)]
     assert repr(back.run(trials)) == repr(problem.run(trials))       # exact floats
     assert [o.steps for o in problem.run(trials)] == [7, 7]
+
+
+@pytest.mark.parametrize("model", ["ssm", "network"])
+def test_regression_students_train_on_data_scaled_to_unit_rms(model):
+    """Labels x100 (and inputs /10) give the same scaled problem, so the same trained models."""
+    from auditor.trials import Trial
+
+    arrays = make_benchmark(BenchmarkSpec(n=30, seed=2))
+    other = {**arrays, "x": arrays["x"] / 10, "x_val": arrays["x_val"] / 10,
+             "y": arrays["y"] * 100, "y_val": arrays["y_val"] * 100}
+    config = AuditConfig(model=model, max_steps=300)
+    base, scaled = (build_problem(validate_arrays(a), config) for a in (arrays, other))
+    assert scaled.y_scale == pytest.approx(100 * base.y_scale) and scaled.x_scale == pytest.approx(base.x_scale / 10)
+    for name in ("x", "y", "x_val", "y_val"):
+        np.testing.assert_allclose(getattr(scaled, name), getattr(base, name), rtol=1e-12)
+    assert np.sqrt(np.mean(base.x ** 2)) == pytest.approx(1.0) and np.sqrt(np.mean(base.y ** 2)) == pytest.approx(1.0)
+    trials = [Trial(np.arange(30) % 3 != k, seed=k) for k in range(3)]
+    for a, b in zip(base.run(trials), scaled.run(trials)):
+        assert a.error == pytest.approx(b.error, rel=1e-6) and a.converged == b.converged and a.steps == b.steps
+    kernels = base.kernels([], seed=0)["with_all"], scaled.kernels([], seed=0)["with_all"]
+    np.testing.assert_allclose(np.asarray(kernels[1]), 1000 * np.asarray(kernels[0]), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_labels_x100_audit_to_the_same_flags():
+    import torch
+
+    from auditor.audit import run_audit
+
+    torch.set_num_threads(1)
+    config = AuditConfig(confirm_seeds=3)
+    flags = []
+    for scale in (1.0, 100.0):
+        arrays = make_benchmark(BenchmarkSpec(n=40, seed=1, label_scale=scale))
+        result = run_audit(validate_arrays(arrays), config)
+        assert result.fit["fitted"]
+        flags.append(result.verdict.flagged)
+    assert flags[0] == flags[1] and flags[0]

@@ -267,7 +267,8 @@ def test_html_shows_the_evidence_and_the_glossary(report):
     page = render_html(report)
     for i in report["flagged"]:
         assert f"<b>#{i}</b>" in page
-    assert "Harm without the poisons&#39; mechanism" in page or "Harm without the poisons' mechanism" in page
+    apart = [r for r in report["evidence"] if r["role"] != "flagged"]
+    assert ("Harm without the poisons' mechanism" in page.replace("&#39;", "'")) == bool(apart)
     assert page.count('<img src="data:image/png;base64,') >= 6     # + evidence and sequences
     glossary = page[page.index('id="glossary"'):]
     for term in GLOSSARY:
@@ -310,3 +311,32 @@ def test_evidence_of_core_testing():
         assert len(r["threshold_ratio"]) == len(r["seeds"]) == result.verdict.details["test_seeds"]
         if r["test"] == "core_alone":                   # past the strategy's threshold under every seed
             assert r["group_size"] == 1 and all(h > t for h, t in zip(r["harm_ratio"], r["threshold_ratio"]))
+
+
+def test_models_that_did_not_fit_give_no_verdict(tmp_path):
+    """Stopped long before fitting, the models say nothing: the verdict is not_fitted, never clean."""
+    from auditor.cli.common import EXIT_FAILED
+    from auditor.cli.local import audit_file
+    from auditor.data import save_dataset
+
+    arrays = make_benchmark(BenchmarkSpec(kind="clean", n=24, length=6, seed=3))
+    config = AuditConfig(max_steps=10, confirm_seeds=2)
+    result = run_audit(validate_arrays(arrays), config)
+    report = build_report(result, validate_arrays(arrays), config)
+    assert report["verdict"] == "not_fitted" and report["fit"]["unconverged"] == report["trials"] > 0
+    assert report["status_line"].startswith("Training did not fit") and "No harmful" not in report["status_line"]
+    assert "training did not fit" in render_html(report)
+    save_dataset(tmp_path / "d.npz", **arrays)
+    code = audit_file(str(tmp_path / "d.npz"), config, as_json=True, json_path=tmp_path / "r.json", html_path=None)
+    assert code == EXIT_FAILED and json.loads((tmp_path / "r.json").read_text())["verdict"] == "not_fitted"
+
+
+def test_verdict_names():
+    from auditor.audit import fit_status
+    from auditor.report import verdict_name
+    from types import SimpleNamespace
+
+    outs = lambda conv: [SimpleNamespace(converged=c) for c in conv]      # what fit_status reads
+    assert verdict_name(fit_status(outs([True, False])), flagged=[]) == "nothing_flagged"   # half: still fitted
+    assert verdict_name(fit_status(outs([True, False])), flagged=[1]) == "flagged"
+    assert verdict_name(fit_status(outs([True, False, False])), flagged=[1]) == "not_fitted"

@@ -59,13 +59,17 @@ def test_clean_data_gets_no_flags():
 
 
 def test_a_clean_sets_own_harmful_examples_are_not_reported_as_poisons():
-    # Clean, n = 90, length 7: 13 examples with large labels harm (removing them lowers the
-    # error about 20x over fresh seeds), but adding any of them to the clean base leaves the
-    # effective rank of A where it was: not the poisons' mechanism, so nothing is flagged.
+    # Clean, n = 90, length 7: trained on the raw data, 13 examples with large labels harmed
+    # (removing them lowered the error about 20x over fresh seeds), but adding any of them to
+    # the clean base left the effective rank of A where it was: not the poisons' mechanism, so
+    # nothing was flagged. Trained on the data scaled to unit RMS (auditor.models.data_scales),
+    # the models of all its examples extrapolate (error 0.03-0.05 against 0.12-0.26 raw, 4
+    # seeds) and the search finds no harm at all; either way nothing is flagged.
     ds = validate_arrays(make_benchmark(BenchmarkSpec(kind="clean", n=90, length=7, seed=980)))
     result = run_audit(ds, AuditConfig())
     assert result.verdict.flagged == []
-    assert len(result.verdict.details["without_mechanism"]) >= 10
+    details = result.verdict.details
+    assert len(details.get("without_mechanism", [])) >= 10 or "reason" in details
 
 
 def _rank_of_poisons(poisons):
@@ -279,7 +283,7 @@ def test_core_testing_tests_a_dense_top_one_by_one():
 
 
 def test_tests_split_the_most_harmful_groups_first_and_leave_the_rest_whole():
-    from auditor.strategies import Oracle, _test
+    from auditor.strategies import _test
     n = 40
     weight = np.zeros(n)
     weight[[1, 13]] = [10.0, 3.0]                     # the first group is far more harmful than the second
