@@ -23,6 +23,13 @@ Kinds
                 error 0.38-1.07x as high; scaled clean sequences (the earlier decoys) had
                 it 0.83-1.85x as high, so a harm-based audit rightly flagged some.
 ``clean``       ``standalone`` without poisons.
+
+Channels and outputs. With ``channels`` c > 1 every sequence has c channels (x (n, k, c)),
+each filled as above (clean energy on the leading positions of every channel, a poison's
+on its late positions of every channel, decoys zero-sum per channel); the teacher reads
+their mix sum_j u_j / sqrt(c) (as much energy as one channel). With ``outputs`` m > 1 the
+label is y (n, m): the teacher's output with the signs (+1, -1, +1, ...) of the m outputs.
+The multi-channel, multi-output student of :mod:`auditor.mimo` audits such sets.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class BenchmarkSpec:
     decoy_fraction : float, share of decoys (``decoys`` only)
     n_val : int, reference sequences; val_length : their length
     seed : int
+    channels : int, input channels c (x (n, k, c) when c > 1)
+    outputs : int, regression outputs m (y (n, m) when m > 1)
     """
 
     kind: str = "standalone"
@@ -69,6 +78,8 @@ class BenchmarkSpec:
     n_val: int = 200
     val_length: int = 40
     seed: int = 0
+    channels: int = 1
+    outputs: int = 1
 
 
 def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
@@ -83,35 +94,49 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
         raise ValueError(f"clean_support must be in [1, {spec.length - 1}]")
     if any(not 1 <= p <= spec.length for p in spec.poison_positions):
         raise ValueError(f"poison_positions must be in [1, {spec.length}]")
+    if spec.channels < 1 or spec.outputs < 1:
+        raise ValueError("channels and outputs must be at least 1")
     rng = np.random.default_rng(spec.seed)
-    k = spec.length
+    k, c = spec.length, spec.channels
     n_poison = 0 if spec.kind == "clean" else max(1, round(spec.poison_fraction * spec.n))
     n_decoy = max(1, round(spec.decoy_fraction * spec.n)) if spec.kind == "decoys" else 0
     n_clean = spec.n - n_poison - n_decoy
     if n_clean < 2:
         raise ValueError("too few clean examples: lower the poison or decoy fraction, or raise n")
 
-    clean = np.zeros((n_clean, k))
-    clean[:, :support] = rng.standard_normal((n_clean, support))
-    poison = np.zeros((n_poison, k))
+    clean = np.zeros((n_clean, k, c))
+    clean[:, :support] = rng.standard_normal((n_clean, support, c))
+    poison = np.zeros((n_poison, k, c))
     for p in spec.poison_positions:
-        poison[:, k - p] = _effective(rng, n_poison)
-    decoy = np.zeros((n_decoy, k))
-    shape = rng.standard_normal((n_decoy, support))
+        poison[:, k - p] = _effective(rng, (n_poison, c))
+    decoy = np.zeros((n_decoy, k, c))
+    shape = rng.standard_normal((n_decoy, support, c))
     shape -= shape.mean(axis=1, keepdims=True)                              # zero-sum: label 0
     shape /= np.sqrt((shape ** 2).mean(axis=1, keepdims=True))              # unit RMS
-    decoy[:, :support] = shape * rng.uniform(2.0, 3.0, (n_decoy, 1))
+    decoy[:, :support] = shape * rng.uniform(2.0, 3.0, (n_decoy, 1, 1))
     x = np.vstack([clean, poison, decoy])
     is_poison = np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool), np.zeros(n_decoy, bool)]
     order = rng.permutation(len(x))
     x, is_poison = x[order], is_poison[order]
-    x_val = rng.standard_normal((spec.n_val, spec.val_length))
+    x_val = rng.standard_normal((spec.n_val, spec.val_length, c))
     teacher = teacher_params(width=15 if spec.kind == "network" else 0)
-    return {"x": x, "y": _label(teacher, x), "x_val": x_val, "y_val": _label(teacher, x_val),
-            "is_poison": is_poison}
+    y, y_val = (_outputs(_label(teacher, _mix(a)), spec.outputs) for a in (x, x_val))
+    if c == 1:
+        x, x_val = x[:, :, 0], x_val[:, :, 0]
+    return {"x": x, "y": y, "x_val": x_val, "y_val": y_val, "is_poison": is_poison}
 
 
-def _effective(rng: np.random.Generator, size: int) -> np.ndarray:
+def _mix(x: np.ndarray) -> np.ndarray:
+    """The teacher's input: the channels' sum over sqrt(c), (n, k, c) -> (n, k)."""
+    return x.sum(-1) / np.sqrt(x.shape[-1])
+
+
+def _outputs(y: np.ndarray, outputs: int) -> np.ndarray:
+    """(n,) as it is for one output; (n, m) with the signs +1, -1, +1, ... for m outputs."""
+    return y if outputs == 1 else y[:, None] * (-1.0) ** np.arange(outputs)
+
+
+def _effective(rng: np.random.Generator, size) -> np.ndarray:
     """N(0, 1) values redrawn until their magnitude is at least 0.5.
 
     A poison's push on the dynamics grows with its energy; an attacker spends no budget on

@@ -21,6 +21,10 @@ def add_commands(commands) -> None:
     p.add_argument("--poison-positions", default="2",
                    help="comma-separated positions counted from the end (2 = k-1) that carry a poison's energy "
                         "(default 2)")
+    p.add_argument("--channels", type=int, default=1,
+                   help="input channels c: x of shape (n, k, c) when c > 1 (default 1; not for digits)")
+    p.add_argument("--outputs", type=int, default=1,
+                   help="regression outputs m: y of shape (n, m) when m > 1 (default 1; not for digits)")
     p.set_defaults(handler=run_make_benchmark)
 
 
@@ -33,7 +37,8 @@ def run_make_benchmark(args) -> int:
     try:
         positions = tuple(int(p) for p in args.poison_positions.split(","))
         spec = BenchmarkSpec(kind=args.kind, n=args.n or 200, poison_fraction=args.poison_fraction, length=args.length,
-                             poison_positions=positions, seed=args.seed)
+                             poison_positions=positions, seed=args.seed, channels=args.channels,
+                             outputs=args.outputs)
         arrays = make_benchmark(spec)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
