@@ -141,6 +141,15 @@ def test_upload_stores_metadata_and_a_content_addressed_file(backend, api):
     assert api.get(f"/datasets/{body['id']}").json() == body
 
 
+def test_a_regression_set_of_several_channels_and_outputs_is_accepted(api):
+    data = _with(x=np.ones((12, 6, 3)), y=np.ones((12, 2)), x_val=np.ones((4, 12, 3)), y_val=np.ones((4, 2)))
+    response = upload(api, data)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["n"], body["length"], body["channels"], body["task"], body["length_val"]) == (
+        12, 6, 3, "regression", 12)
+
+
 def test_same_content_twice_gives_two_datasets_and_one_file(backend, api):
     data = valid_npz(seed=6)
     first, second = upload(api, data).json(), upload(api, data).json()
