@@ -105,8 +105,10 @@ def _regression_problem(dataset, config):
     if spec.is_network:
         raise DatasetError(f"the network student reads one channel into one output; got x {dataset.x.shape}, "
                            f"y {dataset.y.shape} (use the ssm student)")
+    from auditor.data import check_auditable
     from auditor.mimo import mimo_model
 
+    check_auditable(dataset)                    # the reference set it is measured on
     return mimo_model(spec, train, channels=channels, outputs=outputs).problem(dataset, config)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import auditor
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import DatasetError, validate_arrays
@@ -84,6 +85,13 @@ def test_the_ssm_builtin_keeps_one_channel_on_the_fast_path_and_widens_for_more(
         "ngd", train.lr, train.beta, train.eps, train.extra_steps, config.max_steps)
     with pytest.raises(DatasetError, match="network student reads one channel"):
         model_for(wide, AuditConfig(model="network")).problem(wide, AuditConfig(model="network"))
+
+
+def test_without_a_reference_set_the_audit_is_refused_in_one_line():
+    data = _set(3, 2)
+    with pytest.raises(DatasetError, match="needs a trusted reference set") as refused:
+        auditor.audit(data["x"], data["y"])
+    assert "\n" not in str(refused.value)
 
 
 def test_multi_output_trials_train_to_the_stopping_loss_and_measure_the_trusted_set():
