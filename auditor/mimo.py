@@ -99,15 +99,27 @@ class MimoFactory:
         return MimoSSM(**init_mimo(self.spec, seed, channels=self.channels, outputs=self.outputs))
 
 
+# Screens whose scores order the search. The single-channel student's mechanism screens
+# (gamma0, trace_push) read its closed form; here the generic ones order it, with the
+# model-blind isolation forest as a third view (each example's highest rank counts, so the
+# search puts back what only one view finds odd). Measured on the benchmark (n = 60, 6
+# poisons, c = 3): loss_trajectory and gradient_norm ranked the poisons with AUROC 0.70-0.87
+# and left one beyond every prefix the search removes (m = 2, seed 1: nothing found, 18
+# models); with the isolation forest (AUROC 0.98-0.99) all 6 were found, nothing else.
+# Its order alone is not trusted: the decoys of auditor.benchmarks fool it.
+ORDERING = ("loss_trajectory", "gradient_norm", "isolation_forest")
+
+
 def mimo_model(spec: SSMSpec, train: TrainConfig, *, channels: int, outputs: int):
     """The :class:`auditor.torch_model.TorchModel` that trains eq. (1) as ``train`` trains the
     single-channel student: normalized gradient descent (``train.optimizer`` must be "gd")
     with its lr and EMA factor, until the loss is at most ``train.eps``, then
-    ``train.extra_steps`` more updates, at most ``train.max_steps``."""
+    ``train.extra_steps`` more updates, at most ``train.max_steps``; the search is ordered by
+    :data:`ORDERING`."""
     from auditor.torch_model import TorchModel
 
     if train.optimizer != "gd":
         raise ValueError(f"the multi-channel student trains by normalized gradient descent, not {train.optimizer}")
     return TorchModel(MimoFactory(spec, channels, outputs), loss="mse", optimizer="ngd", lr=train.lr,
                       ngd_beta=train.beta, stop_loss=train.eps, extra_steps=train.extra_steps,
-                      steps=train.max_steps)
+                      steps=train.max_steps, ordering=ORDERING)

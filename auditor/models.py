@@ -89,7 +89,7 @@ def _regression_problem(dataset, config):
     by :class:`auditor.TorchModel` with the same optimizer and stopping rule; its audit
     needs the trusted reference set.
     """
-    from auditor.data import DatasetError
+    from auditor.data import DatasetError, check_auditable
     from auditor.trials import AuditProblem
 
     if dataset.task != "regression":
@@ -105,7 +105,6 @@ def _regression_problem(dataset, config):
     if spec.is_network:
         raise DatasetError(f"the network student reads one channel into one output; got x {dataset.x.shape}, "
                            f"y {dataset.y.shape} (use the ssm student)")
-    from auditor.data import check_auditable
     from auditor.mimo import mimo_model
 
     check_auditable(dataset)                    # the reference set it is measured on

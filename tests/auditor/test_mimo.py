@@ -14,7 +14,7 @@ import auditor
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import DatasetError, validate_arrays
-from auditor.mimo import MimoFactory, MimoSSM, init_mimo
+from auditor.mimo import ORDERING, MimoFactory, MimoSSM, init_mimo
 from auditor.models import _student, model_for
 from auditor.ssm import SSMSpec, forward, init_params, reverse_time, teacher_params
 from auditor.torch_model import TorchProblem
@@ -83,6 +83,7 @@ def test_the_ssm_builtin_keeps_one_channel_on_the_fast_path_and_widens_for_more(
     m = problem.model
     assert (m.optimizer, m.lr, m.ngd_beta, m.stop_loss, m.extra_steps, problem.max_steps) == (
         "ngd", train.lr, train.beta, train.eps, train.extra_steps, config.max_steps)
+    assert problem.ordering == ORDERING and problem.x.shape == (30, 6, 3) and problem.y.shape == (30, 2)
     with pytest.raises(DatasetError, match="network student reads one channel"):
         model_for(wide, AuditConfig(model="network")).problem(wide, AuditConfig(model="network"))
 
