@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -109,18 +110,22 @@ def test_multi_output_trials_train_to_the_stopping_loss_and_measure_the_trusted_
 
 
 def _auditor(*args):
-    return subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}        # small models: one thread is faster on shared cores
+    return subprocess.run([sys.executable, "-m", "auditor.cli", *args], capture_output=True, text=True,
+                          timeout=900, env=env)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1200)
 def test_a_multi_channel_poisoned_set_is_audited_from_the_command_line(tmp_path):
-    """Measured (2 shared cores): see docs/models.md, "Several channels or outputs"."""
+    """The acceptance check: 60 sequences of 3 channels and 2 outputs, 6 poisons, audited by
+    ``auditor audit FILE`` with the built-in student (measured: precision 1, recall 1,
+    160 models, 217-227 s on 2 shared cores)."""
     data = tmp_path / "mimo.npz"
     out = _auditor("make-benchmark", "--kind", "standalone", "--n", "60", "--poison-fraction", "0.1",
                    "--channels", "3", "--outputs", "2", "--seed", "1", "--out", str(data))
     assert out.returncode == 0, out.stderr
-    out = _auditor("audit", str(data), "--json", "--budget", "30", "--confirm-seeds", "4")
+    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "4")
     report = json.loads(out.stdout)
     assert out.returncode == 1, out.stderr                                  # examples flagged
     evaluation = report["evaluation"]
