@@ -45,6 +45,13 @@ Variations (spec fields; their defaults build the sets above unchanged)
 Poisons spread over the late positions or at the last one are ``poison_positions`` (for
 example ``(1, 2, 3)`` or ``(1,)``). Every variation draws from its own stream of the seed,
 so that a set and its twin, or a set with and without a variation, share everything else.
+
+Channels and outputs. With ``channels`` c > 1 every sequence has c channels (x (n, k, c)),
+each filled as above (clean energy on the leading positions of every channel, a poison's
+on its late positions of every channel, decoys zero-sum per channel); the teacher reads
+their mix sum_j u_j / sqrt(c) (as much energy as one channel). With ``outputs`` m > 1 the
+label is y (n, m): the teacher's output with the signs (+1, -1, +1, ...) of the m outputs.
+The multi-channel, multi-output student of :mod:`auditor.mimo` audits such sets.
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ class BenchmarkSpec:
     seed : int
     teacher, label_noise, input_df, label_scale, clean_late, camouflage, twin : the
         variations of the module docstring (defaults: none)
+    channels : int, input channels c (x (n, k, c) when c > 1)
+    outputs : int, regression outputs m (y (n, m) when m > 1)
     """
 
     kind: str = "standalone"
@@ -104,6 +113,8 @@ class BenchmarkSpec:
     clean_late: float = 0.0
     camouflage: bool = False
     twin: bool = False
+    channels: int = 1
+    outputs: int = 1
 
 
 def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
@@ -114,23 +125,23 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
     _check(spec)
     support = spec.clean_support or max(2, spec.length // 2 - 1)
     rng = np.random.default_rng(spec.seed)
-    k = spec.length
+    k, c = spec.length, spec.channels
     n_poison = 0 if spec.kind == "clean" else max(1, round(spec.poison_fraction * spec.n))
     n_decoy = max(1, round(spec.decoy_fraction * spec.n)) if spec.kind == "decoys" else 0
     n_clean = spec.n - n_poison - n_decoy
     if n_clean < 2:
         raise ValueError("too few clean examples: lower the poison or decoy fraction, or raise n")
 
-    clean = np.zeros((n_clean, k))
-    clean[:, :support] = rng.standard_normal((n_clean, support))
-    poison = np.zeros((n_poison, k))
+    clean = np.zeros((n_clean, k, c))
+    clean[:, :support] = rng.standard_normal((n_clean, support, c))
+    poison = np.zeros((n_poison, k, c))
     for p in spec.poison_positions:
-        poison[:, k - p] = _effective(rng, n_poison)
-    decoy = np.zeros((n_decoy, k))
-    shape = rng.standard_normal((n_decoy, support))
+        poison[:, k - p] = _effective(rng, (n_poison, c))
+    decoy = np.zeros((n_decoy, k, c))
+    shape = rng.standard_normal((n_decoy, support, c))
     shape -= shape.mean(axis=1, keepdims=True)                              # zero-sum: label 0
     shape /= np.sqrt((shape ** 2).mean(axis=1, keepdims=True))              # unit RMS
-    decoy[:, :support] = shape * rng.uniform(2.0, 3.0, (n_decoy, 1))
+    decoy[:, :support] = shape * rng.uniform(2.0, 3.0, (n_decoy, 1, 1))
     clean = _vary_clean(clean, spec, support=support, stream=_TAILS)
     if spec.camouflage:
         poison += _ordinary(spec, n_poison, support=support, stream=_CAMOUFLAGE)
@@ -141,14 +152,16 @@ def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
     x = np.vstack([clean, poison, decoy])
     order = rng.permutation(len(x))
     x, is_poison = x[order], is_poison[order]
-    x_val = rng.standard_normal((spec.n_val, spec.val_length))
+    x_val = rng.standard_normal((spec.n_val, spec.val_length, c))
     teacher = teacher_params(width=15) if spec.kind == "network" else make_teacher(spec)
-    y, y_val = _label(teacher, x), _label(teacher, x_val)
+    y, y_val = (_outputs(_label(teacher, _mix(a)), spec.outputs) for a in (x, x_val))
     if spec.label_noise:
-        sd = spec.label_noise * _label(teacher, clean).std()               # the clean labels' sd
-        y = y + sd * np.random.default_rng([spec.seed, _NOISE]).standard_normal(len(y))
+        sd = spec.label_noise * _label(teacher, _mix(clean)).std()         # the clean labels' sd
+        y = y + sd * np.random.default_rng([spec.seed, _NOISE]).standard_normal(y.shape)
     if spec.label_scale != 1.0:
         y, y_val = spec.label_scale * y, spec.label_scale * y_val
+    if c == 1:
+        x, x_val = x[:, :, 0], x_val[:, :, 0]
     return {"x": x, "y": y, "x_val": x_val, "y_val": y_val, "is_poison": is_poison}
 
 
@@ -170,6 +183,8 @@ def _check(spec: BenchmarkSpec) -> None:
         raise ValueError("input_df must be positive")
     if not spec.label_scale > 0:
         raise ValueError("label_scale must be positive")
+    if spec.channels < 1 or spec.outputs < 1:
+        raise ValueError("channels and outputs must be at least 1")
 
 
 def make_teacher(spec: BenchmarkSpec):
@@ -192,23 +207,34 @@ def _vary_clean(rows: np.ndarray, spec: BenchmarkSpec, *, support: int, stream: 
     rng = np.random.default_rng([spec.seed, stream])
     rows = rows.copy()
     if spec.input_df is not None:                                           # t = z / sqrt(chi2_df / df)
-        rows[:, :support] /= np.sqrt(rng.chisquare(spec.input_df, (len(rows), support)) / spec.input_df)
+        rows[:, :support] /= np.sqrt(rng.chisquare(spec.input_df, (len(rows), support, spec.channels))
+                                     / spec.input_df)
     if spec.clean_late:
         late = np.random.default_rng([spec.seed, stream, _LATE])
         carry = late.random(len(rows)) < spec.clean_late                    # (n,)
-        energy = LATE_SD * late.standard_normal((len(rows), spec.length - support))
-        rows[:, support:] += carry[:, None] * energy
+        energy = LATE_SD * late.standard_normal((len(rows), spec.length - support, spec.channels))
+        rows[:, support:] += carry[:, None, None] * energy
     return rows
 
 
 def _ordinary(spec: BenchmarkSpec, size: int, *, support: int, stream: int) -> np.ndarray:
     """``size`` ordinary clean sequences (with the spec's variations), from the seed's ``stream``."""
-    rows = np.zeros((size, spec.length))
-    rows[:, :support] = np.random.default_rng([spec.seed, stream, 0]).standard_normal((size, support))
+    rows = np.zeros((size, spec.length, spec.channels))
+    rows[:, :support] = np.random.default_rng([spec.seed, stream, 0]).standard_normal((size, support, spec.channels))
     return _vary_clean(rows, spec, support=support, stream=stream)
 
 
-def _effective(rng: np.random.Generator, size: int) -> np.ndarray:
+def _mix(x: np.ndarray) -> np.ndarray:
+    """The teacher's input: the channels' sum over sqrt(c), (n, k, c) -> (n, k)."""
+    return x.sum(-1) / np.sqrt(x.shape[-1])
+
+
+def _outputs(y: np.ndarray, outputs: int) -> np.ndarray:
+    """(n,) as it is for one output; (n, m) with the signs +1, -1, +1, ... for m outputs."""
+    return y if outputs == 1 else y[:, None] * (-1.0) ** np.arange(outputs)
+
+
+def _effective(rng: np.random.Generator, size) -> np.ndarray:
     """N(0, 1) values redrawn until their magnitude is at least 0.5.
 
     A poison's push on the dynamics grows with its energy; an attacker spends no budget on

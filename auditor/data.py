@@ -352,24 +352,25 @@ MAX_CLASSES = 1000
 def check_auditable(dataset: Dataset) -> None:
     """Raise :class:`DatasetError` unless an audit can run on ``dataset``.
 
-    A valid file is not always auditable: the regression audit trains single-channel
-    students (x (n, k)) and needs one output per example (y (n,)); a classification audit
-    (x (n, k) or (n, k, channels)) scores its models on a trusted split (``x_val``,
-    ``y_val``) of the training length, with labels 0..C-1, C <= :data:`MAX_CLASSES`;
-    every audit needs at least
-    :data:`MIN_EXAMPLES` examples of length at least :data:`MIN_LENGTH`. A regression set
-    without a reference set is audited by the effective rank of A.
+    A valid file is not always auditable: every audit needs at least :data:`MIN_EXAMPLES`
+    examples of length at least :data:`MIN_LENGTH`. Regression sets may have several
+    channels (x (n, k, c)) and several outputs (y (n, m)); a regression set without a
+    reference set is audited by the effective rank of A, which only the single-channel,
+    single-output student measures, so with several channels or outputs it needs the
+    trusted reference set (``x_val``, ``y_val``). A classification audit (x (n, k) or
+    (n, k, c)) scores its models on a trusted split of the training length, with labels
+    0..C-1, C <= :data:`MAX_CLASSES`.
     """
-    if dataset.x.ndim != 2 and dataset.task == "regression":
-        raise DatasetError(f"the audit supports single-channel sequences x (n, k); got x of shape {dataset.x.shape}")
     if dataset.n < MIN_EXAMPLES:
         raise DatasetError(f"the audit needs at least {MIN_EXAMPLES} training sequences; got {dataset.n}")
     if dataset.length < MIN_LENGTH:
         raise DatasetError(f"the audit needs sequences of length at least {MIN_LENGTH}; got {dataset.length}")
     if dataset.task == "regression":
-        if dataset.y.ndim != 1:
-            raise DatasetError(f"the audit supports one regression output per sequence, y ({dataset.n},); "
-                               f"got y of shape {dataset.y.shape}")
+        outputs = 1 if dataset.y.ndim == 1 else int(dataset.y.shape[1])
+        if (dataset.channels > 1 or outputs > 1) and dataset.x_val is None:
+            raise DatasetError(f"a regression audit of {dataset.channels} channel(s) and {outputs} output(s) "
+                               "needs a trusted reference set (x_val, y_val): the label-free audit "
+                               "measures one channel and one output")
         return
     if dataset.x_val is None:
         raise DatasetError("a classification audit needs a trusted reference split (x_val, y_val)")

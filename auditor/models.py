@@ -4,8 +4,10 @@ A *model* turns a data set and an audit configuration into a :class:`auditor.tri
 (the one interface the audit engine and the executors talk to). Models come from three
 places, looked up in this order:
 
-1. the built-ins: ``ssm`` (the paper's standalone diagonal SSM, setting B), ``network``
-   (the SSM followed by a ReLU MLP, setting C), both regression students, and ``s4d`` (the
+1. the built-ins: ``ssm`` (the paper's standalone diagonal SSM, setting B; several
+   channels or outputs widen it to the multi-input, multi-output SSM of :mod:`auditor.mimo`),
+   ``network`` (the SSM followed by a ReLU MLP, setting C, one channel and one output),
+   both regression students, and ``s4d`` (the
    deep S4D classifier of :mod:`auditor.deep_problem`);
 2. installed packages' entry points in the group ``auditor.models``
    (``[project.entry-points."auditor.models"] mymodel = "mypkg.models:factory"``);
@@ -61,16 +63,13 @@ class Builtin:
 # --------------------------------------------------------------------------- built-ins
 
 
-def _regression_problem(dataset, config):
-    """The paper's SSM students (``ssm`` or ``network``, by ``config.model``)."""
-    from auditor.data import DatasetError
+def _student(config):
+    """The paper's student that ``config.model`` names (``ssm`` or ``network``): its
+    architecture and initialization (:class:`auditor.ssm.SSMSpec`) and its optimizer and
+    stopping rule (:class:`auditor.train.TrainConfig`)."""
     from auditor.ssm import SSMSpec
     from auditor.train import TrainConfig
-    from auditor.trials import AuditProblem
 
-    if dataset.task != "regression" or dataset.x.ndim != 2 or dataset.y.ndim != 1:
-        raise DatasetError("this audit supports single-channel regression data (x (n, k), float y (n,)); "
-                           f"got x {dataset.x.shape}, y {dataset.y.shape} {dataset.y.dtype}")
     if config.model == "network":
         spec = SSMSpec(state_dim=config.state_dim, sigma_a=0.01, sigma_b=0.01, sigma_c=0.01,
                        offset=0.001, width=15, sigma_mlp=0.03)
@@ -78,11 +77,46 @@ def _regression_problem(dataset, config):
     else:
         spec = SSMSpec(state_dim=config.state_dim, sigma_a=1e-3)
         train = TrainConfig(optimizer="gd", lr=0.01, eps=0.01, extra_steps=3000, max_steps=config.max_steps)
+    return spec, train
+
+
+def _regression_problem(dataset, config):
+    """The paper's SSM students (``ssm`` or ``network``, by ``config.model``), trained on the
+    data divided by its scales (:func:`data_scales`).
+
+    One channel and one output (x (n, k) or (n, k, 1), y (n,) or (n, 1)): the student of
+    :mod:`auditor.trials` (closed-form gradients). Several channels or outputs (``ssm``
+    only): the same student widened to B (d, c) and C (m, d) (:mod:`auditor.mimo`), trained
+    by :class:`auditor.TorchModel` with the same optimizer and stopping rule; its audit
+    needs the trusted reference set.
+    """
+    from dataclasses import replace
+
+    from auditor.data import DatasetError, check_auditable
+    from auditor.trials import AuditProblem
+
+    if dataset.task != "regression":
+        raise DatasetError("the paper's students take float regression labels y (n,) or (n, outputs); "
+                           f"got y {dataset.y.shape} {dataset.y.dtype}")
+    spec, train = _student(config)
     x_scale, y_scale = data_scales(dataset.x, dataset.y)
     scaled = lambda v, s: None if v is None else v / s                      # noqa: E731
-    return AuditProblem(x=dataset.x / x_scale, y=dataset.y / y_scale, x_val=scaled(dataset.x_val, x_scale),
-                        y_val=scaled(dataset.y_val, y_scale), spec=spec, train=train, device=config.device,
-                        x_scale=x_scale, y_scale=y_scale)
+    dataset = replace(dataset, x=dataset.x / x_scale, y=dataset.y / y_scale, x_val=scaled(dataset.x_val, x_scale),
+                      y_val=scaled(dataset.y_val, y_scale))
+    channels, outputs = dataset.channels, 1 if dataset.y.ndim == 1 else int(dataset.y.shape[1])
+    if channels == 1 and outputs == 1:
+        x_val = None if dataset.x_val is None else dataset.x_val.reshape(dataset.x_val.shape[:2])
+        y_val = None if dataset.y_val is None else dataset.y_val.reshape(-1)
+        return AuditProblem(x=dataset.x.reshape(dataset.x.shape[:2]), y=dataset.y.reshape(-1), x_val=x_val,
+                            y_val=y_val, spec=spec, train=train, device=config.device,
+                            x_scale=x_scale, y_scale=y_scale)
+    if spec.is_network:
+        raise DatasetError(f"the network student reads one channel into one output; got x {dataset.x.shape}, "
+                           f"y {dataset.y.shape} (use the ssm student)")
+    from auditor.mimo import mimo_model
+
+    check_auditable(dataset)                    # the reference set it is measured on
+    return mimo_model(spec, train, channels=channels, outputs=outputs).problem(dataset, config)
 
 
 def data_scales(x, y) -> tuple[float, float]:
@@ -111,7 +145,8 @@ def _deep_problem(dataset, config):
 
 
 BUILTINS: dict[str, Builtin] = {
-    "ssm": Builtin("ssm", "the paper's standalone diagonal SSM (setting B), normalized gradient descent",
+    "ssm": Builtin("ssm", "the paper's standalone diagonal SSM (setting B), normalized gradient descent; "
+                   "several channels or outputs widen B and C",
                    _regression_problem),
     "network": Builtin("network", "the SSM followed by a ReLU MLP (setting C), Adam", _regression_problem),
     "s4d": Builtin("s4d", "deep S4D classifier (integer labels), mini-batch Adam", _deep_problem),

@@ -45,6 +45,10 @@ def add_commands(commands) -> None:
                    help="each poison is an ordinary sequence plus its late energy")
     p.add_argument("--twin", action="store_true",
                    help="the clean twin: the same set with every poison replaced by an ordinary sequence")
+    p.add_argument("--channels", type=int, default=1,
+                   help="input channels c: x of shape (n, k, c) when c > 1 (default 1; not for digits)")
+    p.add_argument("--outputs", type=int, default=1,
+                   help="regression outputs m: y of shape (n, m) when m > 1 (default 1; not for digits)")
     p.set_defaults(handler=run_make_benchmark)
 
     c = commands.add_parser("convert", help="write a .ts training file (and a reference .ts) as an audit .npz",
@@ -74,7 +78,8 @@ def run_make_benchmark(args) -> int:
         spec = BenchmarkSpec(kind=args.kind, n=args.n or 200, poison_fraction=args.poison_fraction, length=args.length,
                              poison_positions=positions, seed=args.seed, teacher=args.teacher,
                              label_noise=args.label_noise, input_df=args.input_df, label_scale=args.label_scale,
-                             clean_late=args.clean_late, camouflage=args.camouflage, twin=args.twin)
+                             clean_late=args.clean_late, camouflage=args.camouflage, twin=args.twin,
+                             channels=args.channels, outputs=args.outputs)
         arrays = make_benchmark(spec)
     except ValueError as exc:
         raise CLIError(str(exc)) from None

@@ -83,8 +83,10 @@ BAD = {
     "one example": (npz_bytes(**valid_arrays(n=1)), "at least 3 training sequences"),
     "two examples": (npz_bytes(**valid_arrays(n=2)), "at least 3 training sequences"),
     "length 1": (_with(x=np.ones((12, 1))), "length at least 2"),
-    "several channels": (_with(x=np.ones((12, 6, 2)), x_val=np.ones((4, 12, 2))), "single-channel"),
-    "two regression outputs": (_with(y=np.ones((12, 2)), y_val=np.ones((4, 2))), "one regression output"),
+    "several channels without a reference set": (_with(x=np.ones((12, 6, 2)), x_val=None, y_val=None),
+                                                 "needs a trusted reference set"),
+    "two outputs without a reference set": (_with(y=np.ones((12, 2)), x_val=None, y_val=None),
+                                            "needs a trusted reference set"),
     "classes without a reference set": (_classes(x_val=None, y_val=None), "trusted reference split"),
     "classes with a longer reference": (_classes(x_val=np.ones((4, 9))), "equal lengths"),
     "too many classes": (_classes(y=np.arange(12) * 500), "classes"),
@@ -142,6 +144,18 @@ def test_upload_stores_metadata_and_a_content_addressed_file(backend, api):
     stored = backend.data_dir / "blobs" / digest[:2] / f"{digest}.npz"
     assert stored.read_bytes() == data
     assert api.get(f"/datasets/{body['id']}").json() == body
+
+
+def test_a_regression_set_of_several_channels_and_outputs_is_accepted(api):
+    data = _with(x=np.ones((12, 6, 3)), y=np.ones((12, 2)), x_val=np.ones((4, 12, 3)), y_val=np.ones((4, 2)))
+    response = upload(api, data)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["n"], body["length"], body["channels"], body["task"], body["length_val"]) == (
+        12, 6, 3, "regression", 12)
+    classes = _classes(x=np.ones((12, 6, 2)), x_val=np.ones((4, 6, 2)))             # the s4d classifier reads channels
+    response = upload(api, classes)
+    assert response.status_code == 201 and response.json()["channels"] == 2, response.text
 
 
 def test_same_content_twice_gives_two_datasets_and_one_file(backend, api):

@@ -165,8 +165,8 @@ def test_fortran_order_and_byte_order_are_read_right():
 @pytest.mark.parametrize("arrays, message", [
     ({"x": np.ones((2, 6)), "y": np.ones(2)}, "at least 3"),
     ({"x": np.ones((5, 1)), "y": np.ones(5)}, "length at least 2"),
-    ({"x": np.ones((5, 6, 1)), "y": np.ones(5)}, "single-channel"),
-    ({"x": np.ones((5, 6)), "y": np.ones((5, 2))}, "one regression output"),
+    ({"x": np.ones((5, 6, 2)), "y": np.ones(5)}, "needs a trusted reference set"),
+    ({"x": np.ones((5, 6)), "y": np.ones((5, 2))}, "needs a trusted reference set"),
     ({"x": np.ones((5, 6)), "y": np.arange(5)}, "trusted reference split"),
     ({"x": np.ones((5, 6)), "y": np.arange(5), "x_val": np.ones((2, 7)), "y_val": np.arange(2)}, "equal lengths"),
     ({"x": np.ones((5, 6)), "y": np.arange(5) * 1000, "x_val": np.ones((2, 6)), "y_val": np.arange(2)}, "classes"),
@@ -178,6 +178,9 @@ def test_sets_the_audit_cannot_run_on_are_refused(arrays, message):
 
 def test_auditable_sets_pass():
     check_auditable(validate_arrays({"x": np.ones((3, 2)), "y": np.ones(3)}))      # label-free: the rank
+    check_auditable(validate_arrays({"x": np.ones((3, 2, 1)), "y": np.ones((3, 1))}))
+    check_auditable(validate_arrays({"x": np.ones((3, 2, 3)), "y": np.ones((3, 2)), "x_val": np.ones((2, 5, 3)),
+                                     "y_val": np.ones((2, 2))}))               # several channels and outputs
     check_auditable(validate_arrays({"x": np.ones((4, 6)), "y": np.array([0, 0, 1, 2]), "x_val": np.ones((2, 6)),
                                      "y_val": np.array([1, 2])}))
 

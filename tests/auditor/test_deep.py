@@ -241,7 +241,7 @@ def test_multichannel_classification_set_audits_end_to_end():
     x, y = _channels_data(n=24, length=6)
     xv, yv = _channels_data(n=8, length=6, seed=1)
     check_auditable(validate_arrays({"x": x, "y": y, "x_val": xv, "y_val": yv}))
-    with pytest.raises(DatasetError, match="single-channel"):                         # regression stays 2-D
+    with pytest.raises(DatasetError, match="needs a trusted reference set"):          # regression: the widened SSM
         check_auditable(validate_arrays({"x": x, "y": y.astype(float)}))
     result = audit(x, y, x_val=xv, y_val=yv, model="s4d", confirm_seeds=6, deep_init="s4d-inv")
     assert result.config.deep_init == "s4d-inv"

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import func, select
 
 from auditor.benchmarks import BenchmarkSpec
@@ -169,3 +170,28 @@ def test_an_internal_error_shows_tenants_an_error_id_and_logs_the_traceback(sess
     assert len(logged) == 1 and audit_id in logged[0].getMessage()
     assert "Traceback" in logged[0].getMessage() and "CUDA" in logged[0].getMessage()
     assert "CUDA" not in error and "Traceback" not in error
+
+
+def test_a_set_of_several_channels_and_outputs_runs_to_a_stored_report(sessions, queue_audit, empty_queue):
+    """The ssm built-in widens to the data's channels and outputs (auditor/mimo.py); short
+    training (max_steps 100) keeps this a test of the path, not of the detection."""
+    audit_id = queue_audit(BenchmarkSpec(kind="standalone", n=20, poison_fraction=0.1, length=6, channels=3,
+                                         outputs=2, n_val=20, seed=3), budget=30, max_steps=100)
+    dispatcher = Dispatcher(sessions, lambda problem, stop: InlineExecutor(problem, stop=stop),
+                            DispatcherConfig(poll_seconds=0.1, heartbeat_seconds=0.5))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                    # small models: one thread is several times faster on busy cores
+    try:
+        assert dispatcher.poll() == [audit_id]
+        _wait(lambda: _audit(sessions, audit_id).status in ("succeeded", "failed"), timeout=300,
+              what="the audit to finish")
+    finally:
+        dispatcher.shutdown()
+        torch.set_num_threads(threads)
+    audit = _audit(sessions, audit_id)
+    assert audit.status == "succeeded", audit.error
+    with sessions() as session:
+        report = repository.get_report(session, audit_id)
+    assert report.body["trials"] == len(_stored_keys(sessions, audit_id)) > 0
+    assert report.body["reproduce"]["dataset"]["channels"] == 3 and len(report.body["scores"]) == 20
+    assert "<html" in report.html.lower()
