@@ -103,7 +103,7 @@ BAD = {
     "1-D x": (_with(x=np.zeros(12)), "2-D or 3-D"),
     "bad is_poison": (_with(is_poison=np.zeros(5, dtype=bool)), "is_poison"),
     "CSV with text in x": (b"x_0,x_1,y\n1,2,0.5\n1,abc,0.5\n1,2,0.5\n", "x_1 has a non-numeric value 'abc' in row 2"),
-    "CSV with an unknown split": (b"x_0,x_1,y,split\n1,2,0.5,train\n1,2,0.5,test\n", "split has 'test' in row 2"),
+    "CSV with an unknown split": (b"x_0,x_1,y,split\n1,2,0.5,train\n1,2,0.5,val\n", "split has 'val' in row 2"),
     "CSV with a gap": (b"x_0,x_1,x_2,y\n1,,3,0.5\n1,2,3,0.5\n1,2,3,0.5\n", "empty cell at position 1"),
     "CSV without y": (b"x_0,x_1\n1,2\n", "no y column"),
     "CSV of classes without trusted rows": (b"x_0,x_1,y\n1,2,0\n1,2,1\n3,4,1\n", "trusted reference split"),

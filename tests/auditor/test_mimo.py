@@ -125,7 +125,7 @@ def test_a_multi_channel_poisoned_set_is_audited_from_the_command_line(tmp_path)
     out = _auditor("make-benchmark", "--kind", "standalone", "--n", "60", "--poison-fraction", "0.1",
                    "--channels", "3", "--outputs", "2", "--seed", "1", "--out", str(data))
     assert out.returncode == 0, out.stderr
-    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "4")
+    out = _auditor("audit", str(data), "--json", "--confirm-seeds", "6")
     report = json.loads(out.stdout)
     assert out.returncode == 1, out.stderr                                  # examples flagged
     evaluation = report["evaluation"]

@@ -172,7 +172,7 @@ def test_labels_x100_audit_to_the_same_flags():
     from auditor.audit import run_audit
 
     torch.set_num_threads(1)
-    config = AuditConfig(confirm_seeds=3)
+    config = AuditConfig(confirm_seeds=6)
     flags = []
     for scale in (1.0, 100.0):
         arrays = make_benchmark(BenchmarkSpec(n=40, seed=1, label_scale=scale))

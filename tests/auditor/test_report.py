@@ -320,7 +320,7 @@ def test_models_that_did_not_fit_give_no_verdict(tmp_path):
     from auditor.data import save_dataset
 
     arrays = make_benchmark(BenchmarkSpec(kind="clean", n=24, length=6, seed=3))
-    config = AuditConfig(max_steps=10, confirm_seeds=2)
+    config = AuditConfig(max_steps=10, confirm_seeds=6)
     result = run_audit(validate_arrays(arrays), config)
     report = build_report(result, validate_arrays(arrays), config)
     assert report["verdict"] == "not_fitted" and report["fit"]["unconverged"] == report["trials"] > 0
