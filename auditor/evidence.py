@@ -61,7 +61,7 @@ def build_evidence(result, dataset, config) -> dict:
 
     Parameters
     ----------
-    result : auditor.audit.AuditResult
+    result : auditor.engine.AuditResult
     dataset : auditor.data.Dataset
     config : auditor.config.AuditConfig
 
@@ -99,7 +99,7 @@ def build_evidence(result, dataset, config) -> dict:
 
 def audit_context(result, dataset, config) -> Context:
     """The :class:`~auditor.strategies.Context` the audit's strategy ran with."""
-    from auditor.audit import build_problem, search_context
+    from auditor.engine import build_problem, search_context
 
     return search_context(build_problem(dataset, config), result.screens, config=config, budget=result.budget)
 

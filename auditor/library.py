@@ -2,7 +2,7 @@
 
 It takes NumPy arrays, torch tensors or pandas objects (or the path of an ``.npz``, CSV or
 Parquet data set, or a pandas DataFrame in the column convention of docs/data.md), validates
-them as :mod:`auditor.data` validates a file, runs :func:`auditor.audit.run_audit` in this
+them as :mod:`auditor.data` validates a file, runs :func:`auditor.engine.run_audit` in this
 process and wraps the report of :func:`auditor.report.build_report`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from auditor.audit import AuditResult, run_audit
+from auditor.engine import AuditResult, run_audit
 from auditor.config import AuditConfig
 from auditor.data import Dataset, DatasetError, load_dataset, validate_arrays
 from auditor.executors import InlineExecutor
@@ -124,7 +124,7 @@ def audit(x, y=None, *, x_val=None, y_val=None, is_poison=None, model: Any = "au
         problem = as_builder(model).problem(dataset, cfg)
         cfg = cfg.model_copy(update={"model": _import_name(model)})
     if problem is None:
-        from auditor.audit import build_problem
+        from auditor.engine import build_problem
 
         problem = build_problem(dataset, cfg)
     runner = executor(problem) if executor is not None else InlineExecutor(problem)

@@ -1,6 +1,6 @@
 """The audit report: a JSON-safe dict (the CLI/API contract) and a self-contained HTML page.
 
-:func:`build_report` turns an :class:`~auditor.audit.AuditResult` into plain JSON types:
+:func:`build_report` turns an :class:`~auditor.engine.AuditResult` into plain JSON types:
 
 ``flagged``         sorted example indices judged harmful
 ``scores``          n floats, higher = more harmful (None where not finite)
@@ -8,7 +8,7 @@
 ``unconverged``     of those, the models that stopped at ``max_steps`` before their training
                     loss reached the fitting threshold
 ``verdict``         ``flagged``, ``nothing_flagged``, or ``not_fitted``: most models stopped
-                    at ``max_steps`` before fitting (:func:`auditor.audit.fit_status`), so the
+                    at ``max_steps`` before fitting (:func:`auditor.engine.fit_status`), so the
                     audit says neither that the set is clean nor that its flags hold
 ``fit``             ``trials``, ``unconverged``, ``share_unconverged``, ``fitted``
 ``generalization``  ``with_all`` / ``without_flagged`` / ``without_random`` error summaries
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.audit import AuditResult
+from auditor.engine import AuditResult
 from auditor.config import AuditConfig
 from auditor.data import Dataset
 

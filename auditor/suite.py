@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
-from auditor.audit import run_audit
+from auditor.engine import run_audit
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
@@ -175,7 +175,7 @@ def generalization(dataset, truth: np.ndarray, flagged: list[int], config: Audit
     without the ``flagged`` ones (``without_flagged``) and on the clean ones only
     (``clean_only``), each over the same ``EVAL_SEEDS`` seeds (ground truth is read here,
     for evaluation only)."""
-    from auditor.audit import build_problem
+    from auditor.engine import build_problem
     from auditor.trials import Trial, run_trials
 
     n = len(truth)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from auditor.audit import run_audit
+from auditor.engine import run_audit
 from auditor.config import AuditConfig
 from auditor.crafting import CraftConfig, craft
 from auditor.data import validate_arrays

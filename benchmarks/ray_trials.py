@@ -20,7 +20,7 @@ import ray
 import torch
 from ray.cluster_utils import Cluster
 
-from auditor.audit import build_problem
+from auditor.engine import build_problem
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays

@@ -32,7 +32,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from auditor.audit import build_problem, run_audit
+from auditor.engine import build_problem, run_audit
 from auditor.config import AuditConfig, planned_trials
 from auditor.data import DatasetError, load_dataset
 from auditor.executors import Canceled, Executor

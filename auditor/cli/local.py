@@ -90,7 +90,7 @@ def audit_file(path: str, config, *, as_json: bool, json_path, html_path, execut
     """
     import torch
 
-    from auditor.audit import run_audit
+    from auditor.engine import run_audit
     from auditor.cli.progress import audit_progress
     from auditor.data import load_dataset
     from auditor.render import print_json, print_report
@@ -118,7 +118,7 @@ def audit_file(path: str, config, *, as_json: bool, json_path, html_path, execut
 
 
 def _ray_executor(dataset, config, ray_address: str | None):
-    from auditor.audit import build_problem
+    from auditor.engine import build_problem
 
     with server_stack("audit --executor ray"):
         from workers.executor import RayExecutor

@@ -17,7 +17,7 @@ def _bar(*columns, disable: bool):
 
 @contextmanager
 def audit_progress(*, disable: bool = False) -> Iterator[Callable[[int, int, str], None]]:
-    """A bar over a local audit's trials; yields the ``progress`` callback of :func:`auditor.audit.run_audit`.
+    """A bar over a local audit's trials; yields the ``progress`` callback of :func:`auditor.engine.run_audit`.
 
     Its total is the trials the audit expects (search budget plus confirmation), its
     description the phase (screening, search, confirmation), with the elapsed time and an ETA.

@@ -168,7 +168,7 @@ def test_scan_shorthand_and_each_flag_declared_once():
 
 
 def test_progress_covers_the_whole_audit_with_named_phases():
-    from auditor.audit import run_audit
+    from auditor.engine import run_audit
     from auditor.benchmarks import BenchmarkSpec, make_benchmark
     from auditor.config import AuditConfig, planned_trials
     from auditor.data import validate_arrays
@@ -217,7 +217,7 @@ def test_audit_takes_a_users_model_by_module_and_attribute(tmp_path):
 def test_forensics_mode_scores_on_the_target_and_needs_one(tmp_path):
     import numpy as np
 
-    from auditor.audit import build_problem
+    from auditor.engine import build_problem
     from auditor.config import AuditConfig
     from auditor.data import load_dataset
 

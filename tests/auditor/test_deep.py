@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.audit import build_problem, run_audit
+from auditor.engine import build_problem, run_audit
 from auditor.config import AuditConfig
 from auditor.data import DatasetError, validate_arrays
 from auditor.deep import (

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from auditor.audit import build_problem
+from auditor.engine import build_problem
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
@@ -169,7 +169,7 @@ def test_regression_students_train_on_data_scaled_to_unit_rms(model):
 def test_labels_x100_audit_to_the_same_flags():
     import torch
 
-    from auditor.audit import run_audit
+    from auditor.engine import run_audit
 
     torch.set_num_threads(1)
     config = AuditConfig(confirm_seeds=6)

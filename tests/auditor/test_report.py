@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.audit import run_audit
+from auditor.engine import run_audit
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
@@ -332,7 +332,7 @@ def test_models_that_did_not_fit_give_no_verdict(tmp_path):
 
 
 def test_verdict_names():
-    from auditor.audit import fit_status
+    from auditor.engine import fit_status
     from auditor.report import verdict_name
     from types import SimpleNamespace
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from auditor.audit import build_problem, run_audit
+from auditor.engine import build_problem, run_audit
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
@@ -522,7 +522,7 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
 
 def test_search_order_ranks_ties_lowest():
     # a screen that is blind to these data (all scores equal) must not reorder them
-    from auditor.audit import _rank_max
+    from auditor.engine import _rank_max
     blind, seen = np.zeros(5), np.array([0.1, 0.5, 0.2, 0.9, 0.3])
     np.testing.assert_allclose(_rank_max([blind, seen]), _rank_max([seen]))
     np.testing.assert_allclose(_rank_max([seen]), [0, 0.75, 0.25, 1, 0.5])

@@ -157,17 +157,17 @@ def test_auditor_audit_takes_arrays_tensors_frames_and_paths(tmp_path):
         auditor.audit(path, SET["y"])
 
 
-def test_auditor_audit_is_also_the_audit_module_and_import_stays_light():
-    from auditor.audit import run_audit
+def test_auditor_audit_is_the_library_function_and_import_stays_light():
+    from auditor.library import audit
 
-    assert auditor.audit.run_audit is run_audit and callable(auditor.audit)
-    code = ("import sys, auditor; heavy = [m for m in ('torch', 'scipy', 'pydantic', 'auditor.audit') "
+    assert auditor.audit is audit
+    code = ("import sys, auditor; heavy = [m for m in ('torch', 'scipy', 'pydantic', 'auditor.engine') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    code = "import auditor.audit, auditor; print(callable(auditor.audit), auditor.audit.__name__)"
+    code = "import auditor.engine, auditor; print(callable(auditor.audit), auditor.audit.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "auditor.audit"]
+    assert out.split() == ["True", "auditor.library"]
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
@@ -201,7 +201,7 @@ def test_the_paper_ssm_as_a_user_model_finds_the_poisons(tmp_path, monkeypatch, 
     project (docs/models.md's my_ssm.py), trained as the built-in student is, audits the
     demo's poisoned set through AuditConfig(model="my_ssm:model") with precision and recall
     of at least 0.9 (measured: 1.00 / 1.00, 200 trials, ~150 s on 2 shared cores)."""
-    from auditor.audit import run_audit
+    from auditor.engine import run_audit
     from auditor.report import build_report
 
     _write_docs_files(tmp_path, ["my_ssm.py", "audit_my_ssm.py"])

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from auditor.audit import build_problem, run_audit, search_context
+from auditor.engine import build_problem, run_audit, search_context
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays

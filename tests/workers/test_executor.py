@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.audit import build_problem, run_audit
+from auditor.engine import build_problem, run_audit
 from auditor.config import AuditConfig
 from auditor.trials import Trial, run_trials
 from tests.workers.conftest import small_dataset

@@ -45,7 +45,7 @@ import json, sys
 import numpy as np
 import ray
 sys.path.insert(0, {folder!r})                       # the driver imports it from the folder
-from auditor.audit import build_problem
+from auditor.engine import build_problem
 from auditor.config import AuditConfig
 from auditor.trials import Trial, run_trials
 from tests.workers.conftest import small_dataset
