@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from scipy import stats
 
-from auditor.engine import run_audit
 from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
+from auditor.engine import run_audit
 from auditor.report import detection_metrics, ranking_metrics
+from auditor.search.stats import clopper_pearson, sign_flip_test, stream
 
 
 def default_suite() -> list[BenchmarkSpec]:
@@ -200,16 +200,14 @@ def harm(log_all: np.ndarray, log_clean: np.ndarray) -> dict:
     trained on all examples and on the clean ones only.
 
     ``harm_ratio`` is the geometric-mean ratio all / clean-only, ``harm_p_value`` the one-sided
-    paired t-test of its log being > 0, and ``harmful`` holds when the ratio is at least
-    ``HARM_RATIO`` (a set below it is within the suite's 1.5x of clean-only with nothing
+    paired sign-flip test of its log being > 0 (:func:`auditor.search.stats.sign_flip_test`:
+    valid where the seeds' errors are bimodal), and ``harmful`` holds when the ratio is at
+    least ``HARM_RATIO`` (a set below it is within the suite's 1.5x of clean-only with nothing
     removed) and p < ``HARM_ALPHA``. Without poisons both sides are the same models: ratio 1.
     """
     diff = np.asarray(log_all, float) - np.asarray(log_clean, float)        # (seeds,)
     ratio = float(np.exp(diff.mean()))
-    if len(diff) > 1 and diff.std(ddof=1) > 0:
-        p = float(stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue)
-    else:
-        p = 0.0 if diff.mean() > 0 else 1.0
+    p = sign_flip_test(diff, rng=stream(0, "suite/harm"))
     return {"harm_ratio": ratio, "harm_p_value": p, "harmful": bool(ratio >= HARM_RATIO and p < HARM_ALPHA)}
 
 
@@ -246,8 +244,7 @@ def _harm_summary(rows: list[dict], mean) -> dict:
     alarms = sum(r["flagged"] > 0 for r in clean)
     ci = [None, None]
     if clean:
-        interval = stats.binomtest(alarms, len(clean)).proportion_ci(confidence_level=0.95, method="exact")
-        ci = [float(interval.low), float(interval.high)]
+        ci = list(clopper_pearson(alarms, len(clean)))
     counted = [r for r in rows if r["detector"].get("trials") and r.get("n")]
     trials = np.array([r["detector"]["trials"] for r in counted], float)
     n = np.array([r["n"] for r in counted], float)
@@ -261,7 +258,7 @@ def _harm_summary(rows: list[dict], mean) -> dict:
                     "within_1_5x_of_clean": mean([float(r["generalization"]["without_flagged"]
                                                         <= HARM_RATIO * r["generalization"]["clean_only"])
                                                   for r in harmful]),
-                    "rule": f"all-data error >= {HARM_RATIO:g}x clean-only error, one-sided paired t-test over "
+                    "rule": f"all-data error >= {HARM_RATIO:g}x clean-only error, one-sided paired sign-flip test over "
                             f"{EVAL_SEEDS} seeds p < {HARM_ALPHA:g}"},
         "poisoned_not_harmful": {"sets": len(harmless),
                                  "flagged_share": mean([float(r["flagged"] > 0) for r in harmless])},
