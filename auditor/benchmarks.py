@@ -118,7 +118,7 @@ class BenchmarkSpec:
 
 
 def make_benchmark(spec: BenchmarkSpec) -> dict[str, np.ndarray]:
-    """Arrays of a benchmark data set: ``x, y, x_val, y_val, is_poison`` (DESIGN.md format).
+    """Arrays of a benchmark data set: ``x, y, x_val, y_val, is_poison`` (the format of docs/data.md).
 
     The rows are shuffled, so a poison's index says nothing about it.
     """

@@ -2,7 +2,7 @@
 
 Slutzky, Alexander, Razin, Cohen, "The Implicit Bias of Structured State Space Models Can Be
 Poisoned With Clean Labels" (arXiv 2410.10473); the published numbers are the means over
-the 4 seeds of the authors' notebooks (see PAPER.md).
+the 4 seeds of the authors' notebooks.
 
 - ``theory`` (setting A): gradient flow on diag(A) only, B = C^T = ones; clean set e_1,
   poison e_{k-1}; error over J = 20.

@@ -134,8 +134,8 @@ def gamma0_scores(*, trajectory: list[Params], x, y, signed: bool = False) -> np
     """Each example's share of the paper's gamma0 term, accumulated over the checkpoints.
 
     The gradient of the loss w.r.t. a_i contains, for every i, the same term
-    c_i b_i gamma0(t), gamma0(t) = (2/N) sum_n r_n(t) x_n[k-1] (PAPER.md "Why it works /
-    breaks"; x_n[k-1] is the second-to-last element, 1-indexed, = x_rev[:, 1]); r_n is the
+    c_i b_i gamma0(t), gamma0(t) = (2/N) sum_n r_n(t) x_n[k-1] (the paper's mechanism, arXiv 2410.10473;
+    x_n[k-1] is the second-to-last element, 1-indexed, = x_rev[:, 1]); r_n is the
     residual seen by the SSM output (:func:`output_residual`: y_hat_n - y_n for the
     standalone SSM, times dy_hat_n/ds_n with the MLP). The default score is the magnitude
 
