@@ -229,7 +229,8 @@ def test_forensics_mode_scores_on_the_target_and_needs_one(tmp_path):
         targeted = dict(arrays) | {"x_target": arrays["x_val"][:4], "y_target": arrays["y_val"][:4]}
     np.savez(tmp_path / "t.npz", **targeted)
     dataset = load_dataset(tmp_path / "t.npz")
-    assert np.array_equal(build_problem(dataset, AuditConfig(mode="forensics")).x_val, targeted["x_target"])
+    forensics = build_problem(dataset, AuditConfig(mode="forensics"))        # (the student sees scaled data)
+    assert np.allclose(forensics.x_val * forensics.x_scale, targeted["x_target"], rtol=1e-12, atol=0)
     assert build_problem(dataset, AuditConfig()).x_val.shape[0] == len(targeted["x_val"]) > 4
     out = _auditor("audit", str(tmp_path / "t.npz"), "--mode", "forensics", "--json")
     assert out.returncode in (0, 1) and json.loads(out.stdout)["mode"] == "forensics", out.stderr
