@@ -15,34 +15,14 @@ that put the target in the adversarial class (95% Wilson interval).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 import torch
-from scipy import stats
 
 from auditor.deep import DeepSpec, DeepTrainConfig, evaluate, train_many
 from auditor.ucr import make_ucr_benchmark
-
-
-def t_interval(values) -> tuple[float, float, float]:
-    v = np.asarray(values, float)
-    if len(v) < 2 or v.std() == 0:
-        return float(v.mean()), float(v.mean()), float(v.mean())
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
-def wilson(k: int, n: int) -> tuple[float, float, float]:
-    z, p = 1.959964, k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
-
-
-def fmt(t) -> str:
-    return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+from digits_harm import fmt, t_interval, wilson          # the same intervals as the digits' harm table
 
 
 def victims(x, y, classes: int, seeds, device):
