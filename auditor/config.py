@@ -6,9 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from auditor.search.stats import least_seeds
+from auditor.search.stats import ALPHA, least_seeds
 
-ALPHA = 0.05    # the level of the confirmation's tests (the default of auditor.strategies.Context.alpha)
 Strategy = Literal["auto", "loo", "banzhaf", "group", "core"]
 
 
@@ -78,13 +77,14 @@ def planned_trials(config: AuditConfig, *, n: int, task: str) -> int:
     """The most trials an audit of ``n`` examples (``task`` regression or classification) trains.
 
     Its resolved search budget (:func:`auditor.strategies.resolve`) plus the confirmation
-    round's three arms over ``confirm_seeds`` seeds; the extra confirmation seeds are paid
-    for by the search's unused budget.
+    round's three arms over ``confirm_seeds`` seeds, and as many again for the harm gate of
+    the strategies that have one (:data:`auditor.strategies.GATED`); the extra confirmation
+    seeds are paid for by the search's unused budget.
     """
-    from auditor.strategies import resolve
+    from auditor.strategies import GATED, resolve
 
-    _, budget = resolve(config.strategy, n=n, budget=config.budget, task=task)
-    return budget + 3 * config.confirm_seeds
+    name, budget = resolve(config.strategy, n=n, budget=config.budget, task=task)
+    return budget + 3 * config.confirm_seeds * (2 if name in GATED else 1)
 
 
 def trial_steps(config: AuditConfig, *, n: int, task: str) -> int:

@@ -109,6 +109,7 @@ class Dataset:
             "n": self.n,
             "length": self.length,
             "channels": self.channels,
+            "outputs": 1 if self.y.ndim == 1 else int(self.y.shape[1]),
             "task": self.task,
             "n_val": None if self.x_val is None else int(self.x_val.shape[0]),
             "length_val": None if self.x_val is None else int(self.x_val.shape[1]),

@@ -113,7 +113,8 @@ ORDERING = ("loss_trajectory", "gradient_norm", "isolation_forest")
 def mimo_model(spec: SSMSpec, train: TrainConfig, *, channels: int, outputs: int):
     """The :class:`auditor.torch_model.TorchModel` that trains eq. (1) as ``train`` trains the
     single-channel student: normalized gradient descent (``train.optimizer`` must be "gd")
-    with its lr and EMA factor, until the loss is at most ``train.eps``, then
+    with its lr and EMA factor, until the loss is at most ``train.eps`` above the subset's
+    noise floor (as :func:`auditor.train.train_many`), then
     ``train.extra_steps`` more updates, at most ``train.max_steps``; the search is ordered by
     :data:`ORDERING`."""
     from auditor.torch_model import TorchModel
@@ -121,5 +122,5 @@ def mimo_model(spec: SSMSpec, train: TrainConfig, *, channels: int, outputs: int
     if train.optimizer != "gd":
         raise ValueError(f"the multi-channel student trains by normalized gradient descent, not {train.optimizer}")
     return TorchModel(MimoFactory(spec, channels, outputs), loss="mse", optimizer="ngd", lr=train.lr,
-                      ngd_beta=train.beta, stop_loss=train.eps, extra_steps=train.extra_steps,
+                      ngd_beta=train.beta, stop_loss=train.eps, stop_above_floor=True, extra_steps=train.extra_steps,
                       steps=train.max_steps, ordering=ORDERING)

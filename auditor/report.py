@@ -175,14 +175,14 @@ def build_report(result: AuditResult, dataset: Dataset, config: AuditConfig) -> 
     -------
     dict, serializable with ``json.dumps(..., allow_nan=False)``.
     """
-    verdict = result.verdict
+    verdict, fit = result.verdict, result.fit
     report = {
         "flagged": sorted(int(i) for i in verdict.flagged),
         "scores": json_safe(np.asarray(verdict.scores, float)),
-        "trials": len(result.outcomes),
-        "unconverged": sum(not o.converged for o in result.outcomes.values()),
-        "verdict": verdict_name(result.fit, flagged=verdict.flagged),
-        "fit": json_safe(result.fit),
+        "trials": fit["trials"],
+        "unconverged": fit["unconverged"],
+        "verdict": verdict_name(fit, flagged=verdict.flagged),
+        "fit": json_safe(fit),
         "generalization": _generalization(verdict.confirmation, metric=result.metric),
         "confirmation": _confirmation(verdict.confirmation, flagged=verdict.flagged, details=verdict.details),
         "strategy": result.strategy,

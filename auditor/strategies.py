@@ -40,6 +40,8 @@ from scipy import stats
 
 from auditor.search.confirm import MIN_EFFECT, MIN_RANK_RISE, confirm
 from auditor.search.confirm import log_error as _log_error
+from auditor.search.gate import harm_gate
+from auditor.search.stats import ALPHA
 from auditor.trials import Outcome, Trial
 
 Ask = Callable[[list[Trial]], list[Outcome]]
@@ -69,7 +71,7 @@ class Context:
     confirm_seeds : int, seeds of the confirmation round (up to twice as many, see :func:`confirm`)
     search_seeds : int, seeds every search decision is checked under
     screen : ndarray (n,) or None, suspicion scores that order the search
-    alpha : float, significance level of the confirmation
+    alpha : float, significance level of the harm gate and the confirmation
     mechanism : str or None, the name of the outcomes' extra that measures the implicit bias
         the poisons distort (``effective_rank`` of the SSM students' A); the strategies then
         flag only examples that raise it (:func:`_rank_band`), and a verdict also needs
@@ -82,7 +84,7 @@ class Context:
     confirm_seeds: int = 4
     search_seeds: int = 2
     screen: np.ndarray | None = None
-    alpha: float = 0.05
+    alpha: float = ALPHA
     mechanism: str | None = None
 
 
@@ -154,7 +156,6 @@ def _order(context: Context) -> np.ndarray:
 # --------------------------------------------------------------------------- group testing
 
 
-MIN_HARM_RATIO = 3.0     # error(all) / error(best clean base) below which there is nothing to search for
 CLEAN_SHARE = 1 / 3      # a set is clean while its log error lies within this share of the way
                          # from the clean level to the harmed one (the seed-to-seed noise of a
                          # clean model's error is itself up to ~2x on these problems)
@@ -173,9 +174,10 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     removing some of the poisons helps little, one strong poison alone can ruin
     generalization, and a weak one only hurts together with others. So:
 
-    1. *Clean base.* Remove growing prefixes of the screen order (most suspicious first)
-       until the error drops near the best level seen (``BASE_SHARE``): base B =
-       everything else, R = the removed.
+    1. *Clean base.* Remove growing prefixes of the screen order (most suspicious first),
+       stop unless the harm gate opens (:func:`auditor.search.gate.harm_gate`), and take the
+       smallest prefix whose removal brings the error near the best level seen
+       (``BASE_SHARE``): base B = everything else, R = the removed.
     2. *Individual harm.* Add each example of R (or small groups of them, when the budget
        is short) back to B alone: h = log error(B + group) - log reference, averaged over
        the search seeds, where the reference is the median error of B without one of
@@ -225,7 +227,7 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     full, errors, best, details = _prefix_search(context, oracle, order)
     if "reason" in details:                                                 # nothing to search for
         return _finish([], _screen_scores(context), context, oracle, details)
-    clean_level = _clean_limit(best, float(full.min()), BASE_SHARE)
+    clean_level = max(_clean_limit(best, float(full.min()), BASE_SHARE), best)   # (the gate tested fresh seeds)
     s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
     lo = s_clean // 2
     fine = _between(lo, s_clean, 7)
@@ -334,25 +336,24 @@ def _prefix_search(context: Context, oracle: Oracle,
                    order: np.ndarray) -> tuple[np.ndarray, dict, float, dict]:
     """Errors with all data (seeds,) and without each doubling prefix of ``order`` and its
     first half ({size: (seeds,)}), the best prefix error, and the details;
-    ``details["reason"]`` is set when no prefix lowers the error by ``MIN_HARM_RATIO`` in
-    the geometric mean over the search seeds (nothing to search for). The mean, not the
-    worst seed, because the training's error is bimodal (measured on a set of n = 50 whose 4
-    poisons raise the error 3x: without the first 16 of the order, all 4 poisons among them,
-    the error was 0.25 under one seed and 0.025 under the other, against 0.42-0.47 with all;
-    1.8x by the worst seed, 6x in the mean). The half is searched too because a screen may
-    rank the poisons anywhere in it (measured: poisons with their energy on the last
-    position, which the gamma0 screens do not see, all lay in the first 225 of 450, 3
-    beyond the first 128)."""
+    ``details["reason"]`` is set when the harm gate (:func:`auditor.search.gate.harm_gate`)
+    finds no prefix whose removal beats random removals of its size (nothing to search for).
+    The half is searched too because a screen may rank the poisons anywhere in it (measured:
+    poisons with their energy on the last position, which the gamma0 screens do not see, all
+    lay in the first 225 of 450, 3 beyond the first 128)."""
     n = context.n
     full = _errors(oracle, [np.ones(n, bool)], context)[0]
     sizes = sorted({2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)} | {max(n // 2, 1)})
     errors = dict(zip(sizes, _errors(oracle, [_without(n, order[:s]) for s in sizes], context)))
     best = min(e.max() for e in errors.values())
+    gate = harm_gate(context, oracle, order, errors)
     details = {"full_error": float(full.max()),
-               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}}
-    if not _gmean(full) > MIN_HARM_RATIO * min(_gmean(e) for e in errors.values()):
-        details["reason"] = (f"no removal of screen-ordered prefixes lowered the error by {MIN_HARM_RATIO:g}x "
-                             "or more in the geometric mean over the search seeds")
+               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}, "gate": gate}
+    if not gate["open"]:
+        details["reason"] = (f"removing the screen's {gate['size']} most suspicious examples did not lower the error "
+                             f"by more than 20%, both against all data and against removing as many random "
+                             f"examples, at level {context.alpha:g} over {len(gate['seeds'])} fresh seeds "
+                             f"(p = {gate['p_value']:.3g} and {gate['p_value_vs_random']:.3g})")
     return full, errors, best, details
 
 
@@ -481,8 +482,9 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     error. So an example is tested where its effect is large and the noise small:
 
     1. *Where the harm is.* Remove growing prefixes of the screen order (most suspicious
-       first); the knee is the smallest prefix that undoes at least half of the harm (in
-       log error). The candidates are the first twice-the-knee examples of the order: the
+       first), and stop unless the harm gate opens (:func:`auditor.search.gate.harm_gate`);
+       the knee is the smallest prefix that undoes at least half of the harm (in log
+       error). The first candidates are the first twice-the-knee examples of the order: the
        margin holds weaker poisons that the screen ranks later.
     2. *A small core and controls,* drawn at random from beyond every candidate the search
        may reach: ``CONTROLS`` examples, and ``CORE_SIZE`` examples so that one added
@@ -524,7 +526,9 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
        was 1.26x, were flagged and confirmed). As few of them join, most harmful first,
        as leave the rest clean and do as well, within ``MIN_EFFECT``, as all of them
        (bisection). If the rest is still not clean, the candidates are doubled and step 3
-       goes on with the new ones, while the budget lasts.
+       goes on with the new ones, while the budget lasts, past the core's ``reach`` too, over
+       every example but the core and the controls: the screen orders the candidates, it
+       does not cap them (a poison the screens rank last costs trials, not recall).
     5. *Mechanism* (where the outcomes' effective rank measures the implicit bias): a
        flagged example stays flagged only if it, or the smallest group it was tested in,
        raised the core's effective rank beyond what every control did under every seed
@@ -550,7 +554,7 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     full, errors, best, details = _prefix_search(context, oracle, order)
     if "reason" in details:                                                 # nothing to search for
         return _finish([], _screen_scores(context), context, oracle, details)
-    half = math.sqrt(best * float(full.min()))
+    half = max(math.sqrt(best * float(full.min())), best)                  # (the gate tested fresh seeds)
     knee = min(s for s, e in errors.items() if e.max() <= half)
     details["knee"] = int(knee)
 
@@ -595,6 +599,13 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     tau = np.maximum(unclean, null.max(axis=1)) if controls else unclean    # (S,)
     details.update(core_size=int(core.sum()), core_error=float(core_error.max()), core_draws=len(draws),
                    test_seeds=len(seeds), control_harms=np.round(null, 4).tolist(), threshold=tau.tolist())
+
+    # the candidates, in screen order: every example but the core and the controls (the first
+    # ``reach`` of the order hold neither). Beyond ``reach`` the search goes on, doubling, while
+    # the rest is not clean and the budget lasts: the screen orders the search, it never caps it
+    drawn = core.copy()
+    drawn[controls] = True
+    candidates = order[~drawn[order]]
 
     def replicate(weaker: list[int]) -> list[int]:
         """The weaker candidates whose harm replicates on a second random core (on small
@@ -647,14 +658,14 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
         try:
             while dense and tested < size:      # one by one, a chunk at a time, while the harm is dense
                 stop = min(size, tested + CHUNK, tested + (oracle.left - reserve) // len(seeds))
-                new = [int(i) for i in order[tested:stop]]
+                new = [int(i) for i in candidates[tested:stop]]
                 if not new:
                     raise BudgetExhausted
                 _test(oracle, seeds, core, core_error, [[i] for i in new], harm, tau, alone, rise=rise,
                       mechanism=mechanism)
                 tested += len(new)
                 dense = bool(past_tau(new).mean() >= DENSE)
-            new = [int(i) for i in order[tested:size]]
+            new = [int(i) for i in candidates[tested:size]]
             group = max(1, math.ceil(2 * len(new) * len(seeds) / max(oracle.left - reserve, 1)))
             # split toward the clearly harmful first, then toward the weaker ones
             whole = _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
@@ -668,8 +679,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
             details["budget"] = "exhausted while testing: untested candidates are not flagged"
         tested = size
         clear = alone & past_tau(slice(None))                               # (n,) harmful on their own
-        strong = [int(i) for i in order[:tested] if clear[i]]
-        weaker = [int(i) for i in order[:tested]
+        strong = [int(i) for i in candidates[:tested] if clear[i]]
+        weaker = [int(i) for i in candidates[:tested]
                   if harm[:, i].mean() > weak.mean() and not clear[i] and poison_like(int(i))]
         try:
             flagged, used, clean = _least_to_remove(oracle, context, strong, lambda: replicate(weaker),
@@ -678,12 +689,12 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
             details.setdefault("budget", "exhausted during the joint check: only the clearly harmful are flagged")
             flagged, used, clean = sorted(strong), 0, False
         details.update(candidates=int(tested), group_size=group, weak_flagged=used)
-        if clean or size >= reach or "budget" in details:
+        if clean or size >= len(candidates) or "budget" in details:
             break
-        size = min(2 * size, reach)
+        size = min(2 * size, len(candidates))
 
     if mechanism is not None:                                               # (5) the poisons' mechanism
-        shown = [int(i) for i in order[:tested] if alone[i] and shows(int(i)) and harm[:, i].mean() > MIN_EFFECT]
+        shown = [int(i) for i in candidates[:tested] if alone[i] and shows(int(i)) and harm[:, i].mean() > MIN_EFFECT]
         details["without_mechanism"] = [i for i in flagged if not poison_like(i)]
         flagged = sorted({i for i in flagged if poison_like(i)} | set(shown))
     low = np.fmin.reduce(harm, axis=0)                                      # (n,) least harm over seeds
@@ -876,6 +887,9 @@ STRATEGIES: dict[str, Callable[[Context, Oracle], Verdict]] = {
 }
 
 
+GATED = frozenset({"group", "core"})    # the strategies that begin with the harm gate (outside their budget)
+
+
 def resolve(strategy: str, *, n: int, budget: int | None, task: str = "regression") -> tuple[str, int]:
     """The concrete strategy and search budget for ``strategy`` (``auto`` picks).
 
@@ -890,8 +904,9 @@ def resolve(strategy: str, *, n: int, budget: int | None, task: str = "regressio
     causes (see :func:`group_testing`).
     Default budgets: n + 1 for leave-one-out, 2000 for Banzhaf; for group testing and core
     tests on regression sets as many as leave-one-out uses, but at least 160 and at most
-    226, and n // 5 + 26 beyond n = 1000 (at n = 1000: 226, so with the 3 x 8 confirmation
-    trials of the default config 250, at most a quarter of the 1001 trials of leave-one-out;
+    226, and n // 5 + 26 beyond n = 1000 (at n = 1000: 226, so with the 2 x 3 x 8 trials of
+    the default config's harm gate and confirmation 274, about a quarter of the 1001 trials of
+    leave-one-out;
     below it, a set whose poisons the screens do not rank first has its harmful groups left
     whole for want of trials: measured at n = 300-450 with a budget of 160), and max(160, n) on
     classification sets: one added example moves a deep classifier's target loss up to

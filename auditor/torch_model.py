@@ -77,6 +77,12 @@ class TorchModel:
         not depend on which other trials share its batch).
     stop_loss : float, optional
         Train until the (batch) loss is at most this, then ``extra_steps`` more updates.
+    stop_above_floor : bool
+        Count ``stop_loss`` above each subset's noise floor: the least mean squared error any
+        linear function of the flattened sequence reaches on it (:func:`auditor.train.linear_floor`),
+        so that noisy labels do not leave every model unconverged. For mean squared error
+        and full-batch training, by models whose functions include the linear ones (the
+        built-in multi-channel SSM); default False.
     extra_steps : int
         Updates after the loss first reaches ``stop_loss`` (default 0).
     dtype : "float64" or "float32"
@@ -96,6 +102,7 @@ class TorchModel:
     epochs: int | None = None
     batch_size: int | None = None
     stop_loss: float | None = None
+    stop_above_floor: bool = False
     extra_steps: int = 0
     momentum: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -344,7 +351,7 @@ def train_many(model: TorchModel, x, y, masks, seeds, *, loss: str | None = None
     grad_fn = _grad_fn(base, loss, batched=model.batch_size is not None)
     sampler = _Sampler(model.batch_size, seeds, w_all) if model.batch_size else None
     opt = _Optimizer(model, params)
-    stop = -math.inf if model.stop_loss is None else model.stop_loss
+    stop = _stop_losses(model, x, y, w_all, loss=loss).to(device=device, dtype=w_all.dtype)     # (M,)
     track = _Tracker(M, model.extra_steps, device)
     out = {k: v.clone() for k, v in start.items()}
     trajectory: list[Tensors] = []
@@ -372,7 +379,7 @@ def train_many(model: TorchModel, x, y, masks, seeds, *, loss: str | None = None
         if n_done and n_done * 8 >= live.numel():                 # compact the batch
             retire(done)
             keep = ~done
-            live, w = live[keep], w[keep]
+            live, w, stop = live[keep], w[keep], stop[keep]
             params = {k: v[keep] for k, v in params.items()}
             grads = {k: v[keep] for k, v in grads.items()}
             opt.keep(keep)
@@ -407,6 +414,22 @@ def _grad_fn(base, loss: str, *, batched: bool):
 
     dims = (0, 0, 0, 0, 0) if batched else (0, 0, 0, None, None)
     return vmap(grad_and_value(model_loss), in_dims=dims)
+
+
+def _stop_losses(model: TorchModel, x, y, masks, *, loss: str) -> torch.Tensor:
+    """Each model's ``stop_loss`` (M,), above its subset's noise floor where the model asks
+    for it (``stop_above_floor``); -inf without a ``stop_loss``."""
+    M = len(masks)
+    if model.stop_loss is None:
+        return torch.full((M,), -math.inf, dtype=torch.float64)
+    if not model.stop_above_floor:
+        return torch.full((M,), float(model.stop_loss), dtype=torch.float64)
+    if loss != "mse" or model.batch_size is not None:
+        raise ValueError("stop_above_floor needs the mse loss and full-batch training")
+    from auditor.train import linear_floor
+
+    masks = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    return model.stop_loss + torch.as_tensor(linear_floor(x, y, masks), dtype=torch.float64)
 
 
 class _Tracker:
@@ -526,7 +549,7 @@ def train_one(model: TorchModel, x, y, mask, seed: int, *, loss: str | None = No
     def loss_fn() -> torch.Tensor:
         return example_losses(module(x_t), y_t, loss).mean()
 
-    stop = -math.inf if model.stop_loss is None else model.stop_loss
+    stop = float(_stop_losses(model, x, y, np.asarray(mask)[None], loss=loss)[0])
     ema, reached, remaining, steps = 0.0, False, model.extra_steps, 0
     for t in range(1, max_steps + 1):
         value = loss_fn()

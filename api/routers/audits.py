@@ -54,8 +54,9 @@ def audit_cost(config: dict, n: int, task: str) -> int:
 def check_config(config: AuditConfig, settings: Settings, datasets: list) -> None:
     """422 for a config this service cannot run: a model that is not registered (a service
     never imports code a request names), a device it does not offer, a forensics audit of a
-    dataset without its attacked example, or an audit of one of ``datasets`` (stored rows)
-    that would cost more trial-steps than one audit may."""
+    dataset without its attacked example, the ``network`` student on a set of several
+    channels or outputs (it reads one into one), or an audit of one of ``datasets`` (stored
+    rows) that would cost more trial-steps than one audit may."""
     try:
         check_model_name(config.model, allow_import=False)
     except ModelError as exc:
@@ -68,6 +69,11 @@ def check_config(config: AuditConfig, settings: Settings, datasets: list) -> Non
         if config.mode == "forensics" and not row.summary.get("n_target"):
             raise config_error("mode", f"dataset {row.id} has no attacked example (x_target, y_target) for a "
                                        "forensics audit; audit it blind")
+        wide = (row.summary.get("channels") or 1) > 1 or (row.summary.get("outputs") or 1) > 1
+        if config.model == "network" and row.task == "regression" and wide:
+            raise config_error("model", f"dataset {row.id} has {row.summary.get('channels') or 1} channel(s) and "
+                                        f"{row.summary.get('outputs') or 1} output(s); the network student reads "
+                                        "one channel into one output (use the ssm student)")
         cost = trial_steps(config, n=row.n, task=row.task)
         if cost > cap:
             trials = cost // config.max_steps

@@ -120,11 +120,12 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     return result
 
 
-def random_removal(pool: np.ndarray, *, size: int, seed: int, trial_seed: int) -> np.ndarray:
-    """The random set removed beside the flagged one under the trial seed ``trial_seed``:
+def random_removal(pool: np.ndarray, *, size: int, seed: int, trial_seed: int,
+                   purpose: str = "confirmation") -> np.ndarray:
+    """The random set removed beside the tested one under the trial seed ``trial_seed``:
     ``size`` examples of ``pool`` (sorted indices), drawn without replacement from the
-    named stream ``confirmation/random-removal/<trial_seed>`` of the audit's ``seed``."""
-    rng = stream(seed, f"confirmation/random-removal/{trial_seed}")
+    named stream ``<purpose>/random-removal/<trial_seed>`` of the audit's ``seed``."""
+    rng = stream(seed, f"{purpose}/random-removal/{trial_seed}")
     return np.sort(rng.choice(pool, size=size, replace=False))
 
 

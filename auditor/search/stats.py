@@ -26,6 +26,7 @@ import numpy as np
 
 EXACT_SEEDS = 16          # up to this many pairs, sign-flip tests enumerate all 2^S flips
 DRAWS = 9_999             # random sign flips (subsets) of the Monte Carlo version beyond it
+ALPHA = 0.05              # the level of the audit's tests: the harm gate's and the confirmation's
 
 
 def streams(seed: int, *names: str) -> dict[str, np.random.Generator]:

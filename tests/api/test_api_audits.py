@@ -259,11 +259,23 @@ def test_a_forensics_audit_of_a_set_without_its_target_is_422(backend, key, api,
     assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
 
 
+def test_the_network_student_on_several_channels_is_422_at_submit(backend, key, api):
+    rng = np.random.default_rng(0)
+    wide = upload(api, npz_bytes(x=rng.normal(size=(12, 6, 3)), y=rng.normal(size=12),
+                                 x_val=rng.normal(size=(4, 12, 3)), y_val=rng.normal(size=4)))
+    assert wide.status_code == 201, wide.text
+    response = submit(api, wide.json()["id"], {"model": "network"})
+    assert response.status_code == 422, response.text
+    assert "3 channel(s)" in response.json()["detail"] and "ssm" in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"] == ["body", "config", "model"]
+    assert backend.tenant_counts(backend.tenant_of(key))[1] == 0
+
+
 def test_an_audit_over_the_cost_limit_is_422(backend, key, api, dataset_id):
     response = submit(api, dataset_id, {"budget": 1_000_000, "max_steps": 1_000_000})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
-    assert "1000024 trials" in detail and "over the limit" in detail
+    assert "1000048 trials" in detail and "over the limit" in detail
     scan = api.post("/scans", json={"dataset_ids": [dataset_id], "config": {"budget": 1_000_000,
                                                                            "max_steps": 1_000_000}})
     assert scan.status_code == 422

@@ -64,12 +64,14 @@ def test_a_clean_sets_own_harmful_examples_are_not_reported_as_poisons():
     # the clean base left the effective rank of A where it was: not the poisons' mechanism, so
     # nothing was flagged. Trained on the data scaled to unit RMS (auditor.models.data_scales),
     # the models of all its examples extrapolate (error 0.03-0.05 against 0.12-0.26 raw, 4
-    # seeds) and the search finds no harm at all; either way nothing is flagged.
+    # seeds). The harm gate still finds the examples the screens rank first harmful (removing
+    # half the set lowered the error 1.4x over 8 fresh seeds, 1.8x beyond random removals),
+    # and the search then finds none of them raising the rank: either way nothing is flagged.
     ds = validate_arrays(make_benchmark(BenchmarkSpec(kind="clean", n=90, length=7, seed=980)))
     result = run_audit(ds, AuditConfig())
     assert result.verdict.flagged == []
     details = result.verdict.details
-    assert len(details.get("without_mechanism", [])) >= 10 or "reason" in details
+    assert "without_mechanism" in details or "reason" in details
 
 
 def _rank_of_poisons(poisons):
@@ -156,11 +158,9 @@ def _outcome(key, error, rank=1.0):
     return Outcome(key=key, error=error, train_loss=0.0, converged=True, steps=1, extras={"effective_rank": rank})
 
 
-def test_default_group_budget_at_n_1000_is_under_a_quarter_of_leave_one_out():
-    from auditor.strategies import resolve
-    _, budget = resolve("auto", n=1000, budget=None)
-    confirmation = 3 * AuditConfig().confirm_seeds
-    assert budget + confirmation <= 0.25 * 1001
+def test_the_default_audit_at_n_1000_plans_at_most_300_trials():
+    from auditor.config import planned_trials
+    assert planned_trials(AuditConfig(), n=1000, task="regression") <= 300
 
 
 def _synthetic_audit(context, error_of, rank_of=None, strategy="core"):
@@ -203,7 +203,7 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
 
     error_of = _share_harm(weight)
 
-    context = Context(n=n, budget=232, screen=screen, confirm_seeds=4)
+    context = Context(n=n, budget=232, screen=screen, confirm_seeds=6)
     verdict, outcomes = _synthetic_audit(context, error_of)
     flagged = set(verdict.flagged)
     assert flagged <= set(int(i) for i in harmful)
@@ -211,7 +211,7 @@ def test_core_testing_finds_weak_harm_on_a_small_core():
     # the few weak ones left do no measurable harm together: within 1.5x of the clean error
     assert error_of(~np.isin(np.arange(n), verdict.flagged), 0) <= 1.5 * error_of(weight == 0, 0)
     assert verdict.confirmation["confirmed"]
-    assert len(outcomes) <= 232 + 3 * 4
+    assert len(outcomes) <= 232 + 2 * 3 * 6                                # the gate's and the confirmation's
     assert min(verdict.details["threshold"]) >= np.log(1.2)
 
 
@@ -279,7 +279,7 @@ def test_core_testing_tests_a_dense_top_one_by_one():
 
     verdict, outcomes = _synthetic_audit(Context(n=n, budget=226, screen=screen, confirm_seeds=6), error_of)
     assert verdict.flagged == harmful.tolist()
-    assert len(outcomes) <= 226 + 3 * 6
+    assert len(outcomes) <= 226 + 2 * 3 * 6                                # the gate's and the confirmation's
 
 
 def test_tests_split_the_most_harmful_groups_first_and_leave_the_rest_whole():
@@ -450,9 +450,10 @@ def test_confirmation_spends_the_unused_search_budget_on_up_to_as_many_seeds_aga
     assert len(_confirm([], Context(n=20, confirm_seeds=6, budget=100), harmful)["seeds"]) == 6
 
 
-def test_the_search_starts_on_harm_in_the_geometric_mean_over_the_search_seeds():
-    # Bimodal training: without the 4 harmful examples the error falls to 0.25 under one
-    # seed and to 0.025 under the other (6x in the geometric mean, 1.8x by the worst seed).
+def test_the_search_starts_where_the_gate_finds_harm_under_bimodal_training():
+    # Bimodal training: without the 4 harmful examples the error falls to 0.25 under even
+    # seeds and to 0.025 under odd ones (1.8x and 18x below 0.45): the gate opens. Where
+    # their removal lowers it by 1.1x only, less than the 20% an audit counts, it stays shut.
     from auditor.strategies import _prefix_search
     n = 50
     order = np.arange(n)                               # the harmful ones are 0-3
@@ -462,9 +463,11 @@ def test_the_search_starts_on_harm_in_the_geometric_mean_over_the_search_seeds()
             return 0.45 if mask[:4].any() else low[seed % 2]
         return error
 
-    for low, searched in (((0.25, 0.025), True), ((0.4, 0.1), False)):
-        details = _answer(lambda oracle: _prefix_search(Context(n=n), oracle, order), error_of(low))[3]
+    for low, searched in (((0.25, 0.025), True), ((0.41, 0.41), False)):
+        details = _answer(lambda oracle: _prefix_search(Context(n=n, confirm_seeds=6), oracle, order),
+                          error_of(low))[3]
         assert ("reason" not in details) == searched
+        assert details["gate"]["open"] == searched
 
 
 def test_confirmation_needs_an_effect_that_matters():

@@ -38,6 +38,9 @@ CASES = {
     "adam+stop": (TorchModel(mlp, lr=0.01, stop_loss=0.05, extra_steps=20, steps=300), SET["y"]),
     # the paper's normalized step on the paper's SSM (near-zero init), fixed steps
     "ngd": (TorchModel(ssm, optimizer="ngd", lr=0.01, steps=300), SET["y"]),
+    # the stopping rule above each subset's noise floor, on noisy labels
+    "ngd+floor": (TorchModel(ssm, optimizer="ngd", lr=0.01, stop_loss=0.05, stop_above_floor=True, extra_steps=20,
+                             steps=3000), SET["y"] + np.random.default_rng(2).normal(0, 0.5 * SET["y"].std(), 40)),
     # SGD with momentum, cross-entropy on class labels, stopping rule
     "sgd+ce": (TorchModel(classifier, optimizer="sgd", lr=0.1, momentum=0.9, stop_loss=0.9, extra_steps=10,
                           steps=400), np.arange(40) % 3),
@@ -61,6 +64,17 @@ def test_vectorized_training_equals_a_plain_loop_of_each_model(case):
     if model.stop_loss is not None:
         assert len(set(steps)) > 1 and max(steps) < model.steps          # models stopped on their own
     assert many.params[next(iter(many.params))].dtype == torch.float64
+
+
+def test_noisy_labels_are_fitted_above_their_noise_floor():
+    # Label noise of half the labels' sd: its variance is far above stop_loss, which no model
+    # that does not memorize the noise reaches; counted above the subset's floor, every model does.
+    model, y = CASES["ngd+floor"]
+    masks = np.random.default_rng(1).random((4, 40)) < 0.7
+    seeds = [1, 2, 3, 4]
+    assert train_many(model, X, y, masks, seeds).converged.all()
+    plain = TorchModel(ssm, optimizer="ngd", lr=0.01, stop_loss=0.05, extra_steps=20, steps=3000)
+    assert not train_many(plain, X, y, masks, seeds).converged.any()
 
 
 def test_a_model_does_not_depend_on_the_others_in_its_batch():

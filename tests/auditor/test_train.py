@@ -148,3 +148,37 @@ def test_cuda_matches_cpu():
     gpu = train_many(setting.spec, x, y, masks, list(range(8)), config, device="cuda")
     assert gpu.steps.tolist() == cpu.steps.tolist()
     assert _rel(gpu.params["a"], cpu.params["a"]) < 1e-8
+
+
+def test_the_noise_floor_is_zero_for_linear_labels_and_the_noise_variance_for_noisy_ones():
+    from auditor.train import linear_floor
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 6))
+    y = x @ np.arange(1.0, 7.0)
+    noisy = y + rng.normal(0, 0.3, 400)
+    masks = np.ones((3, 400), bool)
+    masks[1, 200:] = False
+    masks[2, 4:] = False                                 # fewer examples than positions: interpolated
+    clean, noise = linear_floor(x, y, masks), linear_floor(x, noisy, masks)
+    assert clean.max() < 1e-20
+    assert noise[0] == pytest.approx(0.09 * (1 - 6 / 400), rel=0.2)
+    assert noise[1] == pytest.approx(0.09 * (1 - 6 / 200), rel=0.25)
+    assert noise[2] < 1e-20
+
+
+def test_noisy_labels_converge_above_their_noise_floor_and_clean_ones_as_before():
+    # Noise of 30% of the labels' sd: its variance (0.09 in units of the labels' variance) is
+    # far above eps = 0.01. Measured above the floor every model fits; on the noiseless labels
+    # the rule is the paper's (the floor is 0), so the same models stop at the same step.
+    setting, x, y, _ = _standalone_data()
+    y = y / y.std()
+    noisy = y + np.random.default_rng(1).normal(0, 0.3, len(y))
+    masks = _masks(len(y), 3)
+    spec = SSMSpec(state_dim=10, sigma_a=1e-3)
+    config = TrainConfig(max_steps=30_000)
+    fitted = train_many(spec, x, noisy, masks, [0, 1, 2], config)
+    assert fitted.converged.all()
+    assert (fitted.loss > config.eps).all()                    # the paper's rule alone is never met
+    plain = train_many(spec, x, y, masks, [0, 1, 2], config)
+    reference = train_one(spec, x, y, masks[0], 0, config)
+    assert int(plain.steps[0]) == int(reference.steps[0]) and bool(reference.converged[0])

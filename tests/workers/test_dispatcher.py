@@ -144,13 +144,14 @@ def test_killed_dispatcher_is_resumed_without_retraining_stored_trials(cluster, 
 
 def test_progress_counts_the_trials_of_the_audits_task():
     """A classification audit of 600 examples plans max(160, n) = 600 search trials, not the
-    226 of a regression set of that size, plus the 3 x 8 of its confirmation."""
+    226 of a regression set of that size, plus the 3 x 8 of its harm gate and as many of its
+    confirmation."""
     rng = np.random.default_rng(0)
     classes = validate_arrays({"x": rng.normal(size=(600, 8)), "y": np.arange(600) % 10,
                                "x_val": rng.normal(size=(50, 8)), "y_val": np.arange(50) % 10})
     regression = validate_arrays({"x": rng.normal(size=(600, 8)), "y": rng.normal(size=600)})
-    assert planned_trials(AuditConfig(), n=classes.n, task=classes.task) == 600 + 24
-    assert planned_trials(AuditConfig(), n=regression.n, task=regression.task) == 226 + 24
+    assert planned_trials(AuditConfig(), n=classes.n, task=classes.task) == 600 + 2 * 24
+    assert planned_trials(AuditConfig(), n=regression.n, task=regression.task) == 226 + 2 * 24
 
 
 def test_an_internal_error_shows_tenants_an_error_id_and_logs_the_traceback(sessions, queue_audit, empty_queue,
