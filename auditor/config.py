@@ -76,12 +76,12 @@ class AuditConfig(BaseModel):
 def planned_trials(config: AuditConfig, *, n: int, task: str) -> int:
     """The most trials an audit of ``n`` examples (``task`` regression or classification) trains.
 
-    Its resolved search budget (:func:`auditor.strategies.resolve`) plus the confirmation
+    Its resolved search budget (:func:`auditor.search.plan.resolve`) plus the confirmation
     round's three arms over ``confirm_seeds`` seeds, and as many again for the harm gate of
-    the strategies that have one (:data:`auditor.strategies.GATED`); the extra confirmation
+    the strategies that have one (:data:`auditor.search.plan.GATED`); the extra confirmation
     seeds are paid for by the search's unused budget.
     """
-    from auditor.strategies import GATED, resolve
+    from auditor.search.plan import GATED, resolve
 
     name, budget = resolve(config.strategy, n=n, budget=config.budget, task=task)
     return budget + 3 * config.confirm_seeds * (2 if name in GATED else 1)

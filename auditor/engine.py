@@ -22,7 +22,8 @@ from scipy import stats
 from auditor.config import AuditConfig, planned_trials
 from auditor.data import Dataset, with_reference
 from auditor.executors import Executor, InlineExecutor
-from auditor.strategies import Context, Verdict, plan, resolve
+from auditor.search.oracle import Context, Verdict
+from auditor.search.plan import plan, resolve
 from auditor.trials import Outcome, Problem, Screened, Trial, curves_of, mechanism_of, screens_of
 
 Progress = Callable[[int, int, str], None]          # (trials done, trials expected, phase)

@@ -21,23 +21,19 @@ import math
 import numpy as np
 from scipy import stats
 
-from auditor.strategies import (
+from auditor.search.common import (
     CONTROLS,
-    CORE_DRAWS,
-    CORE_SIZE,
-    MIN_EFFECT,
-    STRATEGIES,
-    Context,
-    NeedTrials,
-    Oracle,
-    _errors,
-    _order,
-    _rank_band,
-    _reference,
-    _with,
-    _without,
-    _without_controls,
+    errors_of,
+    mask_with,
+    mask_without,
+    order_of,
+    rank_band_of,
+    without_controls,
 )
+from auditor.search.confirm import MIN_EFFECT
+from auditor.search.core import CORE_DRAWS, CORE_SIZE, core_reference
+from auditor.search.oracle import Context, NeedTrials, Oracle
+from auditor.search.plan import STRATEGIES
 
 ROLES = ("flagged", "without_mechanism", "unconfirmed")
 
@@ -98,7 +94,7 @@ def build_evidence(result, dataset, config) -> dict:
 
 
 def audit_context(result, dataset, config) -> Context:
-    """The :class:`~auditor.strategies.Context` the audit's strategy ran with."""
+    """The :class:`~auditor.search.oracle.Context` the audit's strategy ran with."""
     from auditor.engine import build_problem, search_context
 
     return search_context(build_problem(dataset, config), result.screens, config=config, budget=result.budget)
@@ -184,16 +180,16 @@ def _smallest_group(recorder: _Recorder, base: np.ndarray, i: int, within: np.nd
 def _addition(oracle: Oracle, context: Context, base: np.ndarray, group: list[int], seeds: list[int],
               reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Log error over ``reference`` and effective rank of ``base + group`` per seed."""
-    mask = _with(base, group)
-    errors = _errors(oracle, [mask], context, seeds=seeds)[0]
-    ranks = _errors(oracle, [mask], context, seeds=seeds, rank=True)[0]
+    mask = mask_with(base, group)
+    errors = errors_of(oracle, [mask], context, seeds=seeds)[0]
+    ranks = errors_of(oracle, [mask], context, seeds=seeds, rank=True)[0]
     return np.log(errors / reference), ranks
 
 
 def _core_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict]:
-    """Core testing: each example's test on the core (:func:`auditor.strategies.core_testing`)."""
+    """Core testing: each example's test on the core (:func:`auditor.search.core.core_testing`)."""
     d, n = verdict.details, context.n
-    order = _order(context)
+    order = order_of(context)
     reach = min(4 * int(d["knee"]), n // 2)
     rest = np.random.default_rng(context.seed).permutation(np.sort(order[reach:]))
     controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
@@ -201,15 +197,15 @@ def _core_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict]
     seeds = [context.seed + j for j in range(int(d["test_seeds"]))]
 
     def draw(k: int) -> np.ndarray:
-        return _with(np.zeros(n, bool), np.random.default_rng([context.seed, k]).permutation(pool)[:CORE_SIZE])
+        return mask_with(np.zeros(n, bool), np.random.default_rng([context.seed, k]).permutation(pool)[:CORE_SIZE])
 
     cores = [draw(k) for k in range(int(d["core_draws"]))]
-    core = next((c for c in cores if float(_errors(oracle, [c], context, seeds=seeds)[0].max()) == d["core_error"]),
+    core = next((c for c in cores if float(errors_of(oracle, [c], context, seeds=seeds)[0].max()) == d["core_error"]),
                 cores[-1])
-    reference_error, control_harm = _reference(oracle, context, seeds, core, controls)
+    reference_error, control_harm = core_reference(oracle, context, seeds, core, controls)
     control = np.nanmax(control_harm[:, controls], axis=1) if controls else np.zeros(len(seeds))
-    centre, band = _rank_band(_errors(oracle, [_with(core, [c]) for c in controls], context, seeds=seeds,
-                                      rank=True)) if controls else (None, None)
+    centre, band = rank_band_of(errors_of(oracle, [mask_with(core, [c]) for c in controls], context, seeds=seeds,
+                                          rank=True)) if controls else (None, None)
     tau = np.asarray(d["threshold"], float)
     reachable = np.zeros(n, bool)
     reachable[order[:reach]] = True
@@ -237,7 +233,7 @@ def _second_core(context, oracle, second, controls, i) -> float | None:
     """The harm factor of example i on the second core (the weaker candidates' replication), if tested."""
     seed = [context.seed + context.search_seeds - 1]
     try:
-        error, _ = _reference(oracle, context, seed, second, controls)
+        error, _ = core_reference(oracle, context, seed, second, controls)
         return float(np.exp(_addition(oracle, context, second, [i], seed, error)[0][0]))
     except NeedTrials:
         return None
@@ -261,18 +257,18 @@ def _core_reason(*, alone: bool, past: bool, shows: bool | None, mean: float, ra
 
 def _group_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict]:
     """Group testing: each example's step-2 test, added back to the clean base
-    (:func:`auditor.strategies.group_testing`)."""
+    (:func:`auditor.search.group.group_testing`)."""
     d, n = verdict.details, context.n
-    order = _order(context)
+    order = order_of(context)
     removed = order[:int(d["removed"])]
-    base = _without(n, removed)
+    base = mask_without(n, removed)
     seeds = [context.seed + j for j in range(context.search_seeds)]
-    moved = _without_controls(oracle, context, base, stream=2)
+    moved = without_controls(oracle, context, base, stream=2)
     reference = np.median(moved, axis=0)
     band = np.maximum(np.max([np.log(e / reference) for e in moved], axis=0, initial=0.0), MIN_EFFECT)
-    base_error = _errors(oracle, [base], context)[0]
+    base_error = errors_of(oracle, [base], context)[0]
     loose = bool((reference > base_error * math.exp(MIN_EFFECT)).all())
-    centre, rank_band = _rank_band(_without_controls(oracle, context, base, stream=2, rank=True))
+    centre, rank_band = rank_band_of(without_controls(oracle, context, base, stream=2, rank=True))
     within = np.zeros(n, bool)
     within[removed] = True
     out = {}
@@ -304,13 +300,13 @@ def _group_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict
 def _loo_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict]:
     """Leave-one-out: the set with and without each example, under the search seed."""
     n, seeds = context.n, [context.seed]
-    rank = _errors(oracle, [np.ones(n, bool)], context, seeds=seeds, rank=True)[0]
+    rank = errors_of(oracle, [np.ones(n, bool)], context, seeds=seeds, rank=True)[0]
     out = {}
     for i in examples:
-        without = _without(n, [i])
-        harm, ranks = _addition(oracle, context, without, [i], seeds, _errors(oracle, [without], context,
-                                                                              seeds=seeds)[0])
-        base_rank = _errors(oracle, [without], context, seeds=seeds, rank=True)[0]
+        without = mask_without(n, [i])
+        harm, ranks = _addition(oracle, context, without, [i], seeds, errors_of(oracle, [without], context,
+                                                                                seeds=seeds)[0])
+        base_rank = errors_of(oracle, [without], context, seeds=seeds, rank=True)[0]
         out[i] = {"base": "all the other examples", "group_size": 1, "seeds": seeds, "harm_log": harm,
                   "rank_rise": (rank - base_rank).tolist(), "test": "loo_outlier",
                   "decided_by": "leave-one-out: removing it lowered the error by a robust outlier of all removals "

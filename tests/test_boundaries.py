@@ -6,7 +6,7 @@ from pathlib import Path
 
 SCIENCE = ["auditor.data", "auditor.config", "auditor.ssm", "auditor.train", "auditor.metrics",
            "auditor.paper", "auditor.bench", "auditor.benchmarks", "auditor.screens", "auditor.trials",
-           "auditor.strategies", "auditor.executors", "auditor.engine"]
+           "auditor.search.plan", "auditor.executors", "auditor.engine"]
 FORBIDDEN = ["ray", "sqlalchemy", "fastapi", "starlette", "alembic", "uvicorn"]
 # the command line also stays clear of the service packages until a service command runs
 CLI_FORBIDDEN = [*FORBIDDEN, "api", "workers", "store"]

@@ -19,7 +19,7 @@ from auditor.search.stats import bootstrap_interval, sign_flip_interval, sign_fl
 from auditor.trials import Outcome, Trial
 
 if TYPE_CHECKING:                                                           # (no import cycle at run time)
-    from auditor.strategies import Context, Oracle
+    from auditor.search.oracle import Context, Oracle
 
 MIN_EFFECT = math.log(1.2)   # the least harm a test counts: an error up by 20% (the confirmation's margin)
 MIN_RANK_RISE = 0.1          # the least rise of the effective rank that counts as the poisons' mechanism
@@ -74,7 +74,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     the error 2.9-20x, the rank moved by -0.01 to -0.03 of about 7.0; on the 47 generated
     sets whose verdict stands, n = 40-1000, poisons at k, k-1 or k-2, with and without
     decoys, it fell by 0.49-2.27, t-test p <= 2e-7). The strategies
-    already keep flagged only examples that raise the rank (:func:`auditor.strategies._rank_band`);
+    already keep flagged only examples that raise the rank (:func:`auditor.search.common.rank_band_of`);
     this check holds the verdict to the same mechanism as a whole (measured: on a clean set
     of n = 450 it stopped clean examples that had passed those).
 

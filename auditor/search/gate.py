@@ -36,7 +36,7 @@ from auditor.search.stats import stream
 from auditor.trials import Trial
 
 if TYPE_CHECKING:                                                           # (no import cycle at run time)
-    from auditor.strategies import Context, Oracle
+    from auditor.search.oracle import Context, Oracle
 
 GATE_SEED_OFFSET = 500      # the gate's trial seeds: seed + 500 + j, apart from the search's
                             # (seed + j, j < search_seeds) and the confirmation's (seed + 1000 + j)

@@ -27,7 +27,7 @@ def test_the_default_step_cap_lets_slow_length_9_sets_fit():
 def test_confirm_seeds_are_at_least_the_fewest_that_can_confirm_at_the_audits_level():
     from auditor.config import ALPHA
     from auditor.search.stats import least_seeds, sign_flip_test
-    from auditor.strategies import Context
+    from auditor.search.oracle import Context
 
     assert ALPHA == Context(n=1).alpha and least_seeds(alpha=ALPHA) == 6
     assert AuditConfig(confirm_seeds=6).confirm_seeds == 6

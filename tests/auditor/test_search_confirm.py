@@ -6,8 +6,8 @@ import hashlib
 import numpy as np
 
 from auditor.search.confirm import confirm, random_removal
+from auditor.search.oracle import Context, NeedTrials, Oracle
 from auditor.search.stats import clopper_pearson, sign_flip_test
-from auditor.strategies import Context, NeedTrials, Oracle
 from auditor.trials import Outcome
 
 ALPHA = 0.05

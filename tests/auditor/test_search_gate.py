@@ -3,7 +3,7 @@
 import numpy as np
 
 from auditor.search.gate import harm_gate
-from auditor.strategies import Context, NeedTrials, Oracle
+from auditor.search.oracle import Context, NeedTrials, Oracle
 from auditor.trials import Outcome
 
 

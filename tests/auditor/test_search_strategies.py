@@ -6,7 +6,8 @@ from auditor.benchmarks import BenchmarkSpec, make_benchmark
 from auditor.config import AuditConfig
 from auditor.data import validate_arrays
 from auditor.executors import InlineExecutor
-from auditor.strategies import STRATEGIES, Context, Verdict, plan
+from auditor.search.oracle import Context, Verdict
+from auditor.search.plan import STRATEGIES, plan
 from auditor.trials import Trial
 
 
@@ -283,7 +284,7 @@ def test_core_testing_tests_a_dense_top_one_by_one():
 
 
 def test_tests_split_the_most_harmful_groups_first_and_leave_the_rest_whole():
-    from auditor.strategies import _test
+    from auditor.search.core import _test
     n = 40
     weight = np.zeros(n)
     weight[[1, 13]] = [10.0, 3.0]                     # the first group is far more harmful than the second
@@ -332,7 +333,7 @@ def test_core_testing_flags_an_example_only_on_its_own_harm():
 def test_weaker_candidates_join_only_if_they_beat_random_removals_by_the_clean_band():
     import math
 
-    from auditor.strategies import _least_to_remove
+    from auditor.search.core import _least_to_remove
     n = 100
     weight = np.zeros(n)
     weight[:5] = 1.0                                  # removing all five lowers the error e^0.4-fold
@@ -350,7 +351,7 @@ def test_weaker_candidates_join_only_if_they_beat_random_removals_by_the_clean_b
 def test_weaker_candidates_are_judged_on_the_mean_over_the_search_seeds():
     # Removing the five lowers the error e^0.84-fold under seed 0 and e^0.05-fold under seed 1
     # (a training run that stays in its good mode either way): e^0.45 in the mean.
-    from auditor.strategies import _least_to_remove
+    from auditor.search.core import _least_to_remove
     n = 100
     weight = np.zeros(n)
     weight[:5] = 1.0
@@ -368,7 +369,7 @@ def test_weaker_candidates_are_judged_on_the_mean_over_the_search_seeds():
 def _answer(call, error_of, budget=10_000, rank_of=None):
     """Call ``call(oracle)`` until the stored outcomes suffice, answering with ``error_of``
     (and the effective rank ``rank_of``, else 1)."""
-    from auditor.strategies import NeedTrials, Oracle
+    from auditor.search.oracle import NeedTrials, Oracle
     outcomes = {}
     while True:
         try:
@@ -380,7 +381,7 @@ def _answer(call, error_of, budget=10_000, rank_of=None):
 
 def _confirm(flagged, context, error_of):
     """The confirmation round of ``flagged``, with the search budget of ``context`` unused."""
-    from auditor.strategies import confirm
+    from auditor.search.confirm import confirm
     return _answer(lambda oracle: confirm(flagged, context, oracle), error_of, budget=context.budget)
 
 
@@ -410,7 +411,7 @@ def test_a_verdict_needs_the_poisons_mechanism_where_the_rank_measures_the_impli
     # Example 3 harms (5x error) under every seed. Where removing it also lowers the
     # effective rank, it is flagged; where the rank does not move, it is flagged only when
     # the rank says nothing of the implicit bias (a deep classifier's kernel).
-    from auditor.strategies import _finish
+    from auditor.search.common import finish
     n = 20
 
     def harmful(mask, seed):
@@ -424,7 +425,7 @@ def test_a_verdict_needs_the_poisons_mechanism_where_the_rank_measures_the_impli
 
     def verdict(rank_of, rank_is_bias):
         context = Context(n=n, confirm_seeds=6, budget=0, mechanism="effective_rank" if rank_is_bias else None)
-        return _answer(lambda oracle: _finish([3], np.zeros(n), context, oracle, {}), harmful, budget=0,
+        return _answer(lambda oracle: finish([3], np.zeros(n), context, oracle, {}), harmful, budget=0,
                        rank_of=rank_of)
 
     poison = verdict(rank_up, True)
@@ -454,7 +455,7 @@ def test_the_search_starts_where_the_gate_finds_harm_under_bimodal_training():
     # Bimodal training: without the 4 harmful examples the error falls to 0.25 under even
     # seeds and to 0.025 under odd ones (1.8x and 18x below 0.45): the gate opens. Where
     # their removal lowers it by 1.1x only, less than the 20% an audit counts, it stays shut.
-    from auditor.strategies import _prefix_search
+    from auditor.search.common import prefix_search
     n = 50
     order = np.arange(n)                               # the harmful ones are 0-3
 
@@ -464,7 +465,7 @@ def test_the_search_starts_where_the_gate_finds_harm_under_bimodal_training():
         return error
 
     for low, searched in (((0.25, 0.025), True), ((0.41, 0.41), False)):
-        details = _answer(lambda oracle: _prefix_search(Context(n=n, confirm_seeds=6), oracle, order),
+        details = _answer(lambda oracle: prefix_search(Context(n=n, confirm_seeds=6), oracle, order),
                           error_of(low))[3]
         assert ("reason" not in details) == searched
         assert details["gate"]["open"] == searched
@@ -487,7 +488,7 @@ def test_confirmation_needs_an_effect_that_matters():
 
 def test_core_reference_is_the_median_control_not_a_lucky_core():
     # The core alone sits in a lucky mode (error 0.01); most single additions leave it (0.05).
-    from auditor.strategies import _reference
+    from auditor.search.core import core_reference
     n = 100
     core = np.zeros(n, bool)
     core[:64] = True
@@ -499,7 +500,7 @@ def test_core_reference_is_the_median_control_not_a_lucky_core():
         return 0.01 if mask[64] else 0.05
 
     context = Context(n=n)
-    reference, harm = _answer(lambda oracle: _reference(oracle, context, [0], core, controls), error_of)
+    reference, harm = _answer(lambda oracle: core_reference(oracle, context, [0], core, controls), error_of)
     np.testing.assert_allclose(reference, [0.05])
     np.testing.assert_allclose(harm[0, controls], [np.log(0.2)] + [0.0] * 7)
     assert np.isnan(harm[0, :64]).all()
@@ -509,7 +510,7 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
     # Under seed 0 every set that keeps all of examples 6..59 sits in a lucky mode (error 5x
     # lower): the clean base does, and so does the base with any removed example added back,
     # but not the base without one of its own examples. Poisons: 0..5, ranked first.
-    from auditor.strategies import _without
+    from auditor.search.common import mask_without
     n = 60
     weight = np.zeros(n)
     weight[:6] = 20.0
@@ -518,7 +519,7 @@ def test_group_testing_measures_harm_against_the_perturbed_base_not_a_lucky_one(
 
     context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=6)
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), error_of)
-    base = error_of(_without(n, range(verdict.details["removed"])), 0)
+    base = error_of(mask_without(n, range(verdict.details["removed"])), 0)
     assert verdict.details["reference_error"][0] > 3 * base     # the typical perturbed base
     assert verdict.flagged == list(range(6))
 
@@ -532,7 +533,7 @@ def test_search_order_ranks_ties_lowest():
 
 
 def test_auto_tests_on_a_core_where_the_set_holds_one():
-    from auditor.strategies import resolve
+    from auditor.search.plan import resolve
     assert resolve("auto", n=60, budget=None) == ("group", 160)
     assert resolve("auto", n=143, budget=None)[0] == "group"
     assert resolve("auto", n=144, budget=None)[0] == "core"
@@ -546,7 +547,7 @@ def test_prune_puts_back_what_does_no_more_harm_than_clean_examples_least_harmfu
     # rule, not two together) and 6 clean examples. All of them together are not clean, so
     # putting them back all or nothing keeps every clean one flagged; a weak poison does
     # more harm than any control (a random clean example), so it stays flagged.
-    from auditor.strategies import _prune
+    from auditor.search.group import _prune
     n = 100
     weight = np.zeros(n)
     weight[:10], weight[10:14] = 20.0, 8.0

@@ -1,0 +1,143 @@
+"""What the strategies share: the search order, the clean rule, trials on masks, the prefix
+search that begins the gated strategies, the controls, the rank band and the verdict's
+confirmation (:func:`finish`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+from auditor.search.confirm import MIN_RANK_RISE, confirm
+from auditor.search.gate import harm_gate
+from auditor.search.oracle import Context, Oracle, Verdict
+from auditor.trials import Trial
+
+CLEAN_SHARE = 1 / 3      # a set is clean while its log error lies within this share of the way
+                         # from the clean level to the harmed one (the seed-to-seed noise of a
+                         # clean model's error is itself up to ~2x on these problems)
+BASE_SHARE = 1 / 6       # stricter for the clean base: removing too much there only costs
+                         # trials (step 3 puts the harmless back), removing too little costs recall
+
+CONTROLS = 8             # examples drawn like the core and tested like candidates: the null
+
+
+def order_of(context: Context) -> np.ndarray:
+    """Examples from most to least suspicious (a seeded shuffle without a screen)."""
+    if context.screen is None:
+        return np.random.default_rng(context.seed).permutation(context.n)
+    return np.argsort(-np.asarray(context.screen), kind="stable")
+
+
+def clean_limit(clean: np.ndarray | float, harmed: float, share: float = CLEAN_SHARE) -> np.ndarray | float:
+    return clean * (harmed / clean) ** share
+
+
+def errors_of(oracle: Oracle, masks: list[np.ndarray], context: Context,
+              seeds: list[int] | None = None, *, rank: bool = False) -> list[np.ndarray]:
+    """Errors (or, with ``rank``, the effective ranks) of models trained on each mask under
+    each seed (default: the search seeds): list of (seeds,)."""
+    seeds = seeds or [context.seed + j for j in range(context.search_seeds)]
+    outs = oracle.ask([Trial(m, s) for m in masks for s in seeds])
+    k = len(seeds)
+    values = [o.extra(context.mechanism) if rank else max(o.error, 1e-12) for o in outs]
+    return [np.array(values[i * k:(i + 1) * k]) for i in range(len(masks))]
+
+
+def mask_without(n: int, removed) -> np.ndarray:
+    mask = np.ones(n, bool)
+    mask[np.asarray(removed, dtype=int)] = False
+    return mask
+
+
+def mask_with(base_mask: np.ndarray, added) -> np.ndarray:
+    mask = base_mask.copy()
+    mask[np.asarray(added, dtype=int)] = True
+    return mask
+
+
+def without_controls(oracle: Oracle, context: Context, mask: np.ndarray, stream: int,
+                     *, rank: bool = False) -> list[np.ndarray]:
+    """Errors (or effective ranks) of the set ``mask`` without each of ``CONTROLS`` random
+    examples of it (fewer when it holds fewer than CONTROLS + 1), drawn from the seeded
+    ``stream``: list of (seeds,)."""
+    kept = np.flatnonzero(mask)
+    controls = np.random.default_rng([context.seed, stream]).choice(kept, size=min(CONTROLS, len(kept) - 1),
+                                                                     replace=False)
+    return errors_of(oracle, [mask & (np.arange(context.n) != c) for c in controls], context, rank=rank)
+
+
+def prefix_search(context: Context, oracle: Oracle,
+                  order: np.ndarray) -> tuple[np.ndarray, dict, float, dict]:
+    """Errors with all data (seeds,) and without each doubling prefix of ``order`` and its
+    first half ({size: (seeds,)}), the best prefix error, and the details;
+    ``details["reason"]`` is set when the harm gate (:func:`auditor.search.gate.harm_gate`)
+    finds no prefix whose removal beats random removals of its size (nothing to search for).
+    The half is searched too because a screen may rank the poisons anywhere in it (measured:
+    poisons with their energy on the last position, which the gamma0 screens do not see, all
+    lay in the first 225 of 450, 3 beyond the first 128)."""
+    n = context.n
+    full = errors_of(oracle, [np.ones(n, bool)], context)[0]
+    sizes = sorted({2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)} | {max(n // 2, 1)})
+    errors = dict(zip(sizes, errors_of(oracle, [mask_without(n, order[:s]) for s in sizes], context)))
+    best = min(e.max() for e in errors.values())
+    gate = harm_gate(context, oracle, order, errors)
+    details = {"full_error": float(full.max()),
+               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}, "gate": gate}
+    if not gate["open"]:
+        details["reason"] = (f"removing the screen's {gate['size']} most suspicious examples did not lower the error "
+                             f"by more than 20%, both against all data and against removing as many random "
+                             f"examples, at level {context.alpha:g} over {len(gate['seeds'])} fresh seeds "
+                             f"(p = {gate['p_value']:.3g} and {gate['p_value_vs_random']:.3g})")
+    return full, errors, best, details
+
+
+def rank_band_of(controls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What an addition's effective rank is judged by: the centre (S,), the median of the
+    ``controls``' ranks (each (S,): the set moved by one random example), and the band (S,),
+    the farthest any control lies from it, at least ``MIN_RANK_RISE``. An example shows the
+    poisons' mechanism where its addition lifts the rank above the centre by more than the band.
+
+    Clean-label poisons of an SSM raise all entries of A together: one of them, added to a
+    core or a clean base, raises the effective rank of its model from about 7 by one or more
+    (measured over the audits of 59 generated sets, n = 40-1000, the poisons' energy at k,
+    k-1 or k-2: of 815 tests of a poison, 99.8% rose by more than 0.1, median 1.8, poisons
+    that barely moved the error included; of 1986 tests of a clean example, 3.4%, median
+    0.004, the large-label tail that the error search flags among them; controls moved it
+    by at most 0.06)."""
+    moved = np.array(controls)                                              # (C, S)
+    centre = np.median(moved, axis=0)
+    return centre, np.maximum(np.abs(moved - centre).max(axis=0), MIN_RANK_RISE)
+
+
+def first_passing(lo: int, hi: int, passes: Callable[[int], bool]) -> int:
+    """The least a in (lo, hi] with ``passes(a)``, by bisection, for a test known to fail at
+    ``lo`` and pass at ``hi`` that, once passed, passes for every larger a."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    return hi
+
+
+def finish(flagged: list[int], scores: np.ndarray, context: Context, oracle: Oracle, details: dict) -> Verdict:
+    confirmation = confirm(flagged, context, oracle)
+    harm = (bool(flagged) and confirmation["effect_log_ratio"] > 0
+            and max(confirmation["p_value"], confirmation["p_value_vs_random"]) < context.alpha)
+    # where the rank measures the implicit bias, harm without the poisons' mechanism is not theirs
+    confirmed = harm and (context.mechanism is None or confirmation["p_value_rank"] < context.alpha)
+    confirmation.update(confirmed=confirmed, harm_confirmed=harm, rank_checked=context.mechanism is not None)
+    if flagged and not confirmed:
+        details["unconfirmed"] = flagged
+        flagged = []
+    return Verdict(flagged=flagged, scores=np.asarray(scores, float), confirmation=confirmation, details=details)
+
+
+def screen_scores(context: Context) -> np.ndarray:
+    return np.zeros(context.n) if context.screen is None else np.asarray(context.screen, float)
+
+
+def rank01(values: np.ndarray) -> np.ndarray:
+    return stats.rankdata(values) / max(len(values), 1)
