@@ -56,7 +56,7 @@ from auditor.data import Dataset
 
 CONFIRMATION_KEYS = ("confirmed", "p_value", "effect_log_ratio", "effect_ci95", "error_ratio",
                      "p_value_vs_random", "error_ratio_vs_random", "rank_drop", "rank_drop_ci95",
-                     "p_value_rank", "harm_confirmed", "rank_checked", "seeds")
+                     "p_value_rank", "diagnostics", "harm_confirmed", "rank_checked", "seeds")
 GENERALIZATION_GROUPS = ("with_all", "without_flagged", "without_random")
 SUMMARY_KEYS = ("geomean", "ci95", "errors", "extras")
 

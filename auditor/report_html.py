@@ -180,6 +180,11 @@ def _confirmation_rows(report: dict) -> list[tuple[str, str, str]]:
                   f"{interval(conf.get('rank_drop_ci95'))}", "all minus without them, mean over the seeds, 95% "
                   "interval"),
                  ("p-value of the rank drop (more than 0.1)", num(conf.get("p_value_rank")), "one-sided paired sign-flip test")]
+    for name, drop in sorted((conf.get("diagnostics") or {}).items()):
+        if name != "effective_rank":                       # (the mechanism's own rows are above)
+            rows.append((f"drop of {name.replace('_', ' ')}", f"{num(drop.get('drop'))} {interval(drop.get('ci95'))} "
+                         f"p = {num(drop.get('p_value'))}", "evidence, not a decision: all minus without them, "
+                         "95% interval, one-sided sign-flip p-value of no drop"))
     rows += [("harm confirmed", "yes" if conf.get("harm_confirmed") else "no", "both error tests passed"),
              ("verdict confirmed", "yes" if conf.get("confirmed") else "no",
               "harm confirmed" + (" and the rank drop significant" if conf.get("rank_checked") else "")),

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from auditor.metrics import effective_rank, reference_relative_error
+from auditor.metrics import effective_rank, hankel_effective_rank, reference_relative_error
 from auditor.ssm import SSMSpec, impulse_response
 from auditor.train import TrainConfig, train_many
 
@@ -229,6 +229,11 @@ class AuditProblem:
     def metric(self) -> str:
         return "trusted-set relative error" if self.x_val is not None else "effective rank of A (no reference set)"
 
+    @property
+    def horizon(self) -> int:
+        """How far the learned kernels are read: the reference length, else 4 x the training length."""
+        return int(self.x_val.shape[1]) if self.x_val is not None else 4 * int(self.x.shape[1])
+
     def run(self, trials: list[Trial]) -> list[Outcome]:
         """Train every trial's model in one batched :func:`train_many` call; outcomes in order."""
         return _run_ssm(self, trials)
@@ -244,8 +249,7 @@ class AuditProblem:
         masks = with_and_without(self.n, flagged)
         result = train_many(self.spec, self.x, self.y, masks, [seed] * len(masks), self.train,
                             dtype=getattr(torch, self.dtype), device=self.device)
-        horizon = self.x_val.shape[1] if self.x_val is not None else 4 * self.x.shape[1]
-        return curves_by_name(impulse_response(result.params, horizon) * (self.y_scale / self.x_scale))
+        return curves_by_name(impulse_response(result.params, self.horizon) * (self.y_scale / self.x_scale))
 
     def on_device(self, device: str) -> "AuditProblem":
         return self if device == self.device else replace(self, device=device)
@@ -276,6 +280,7 @@ def _run_ssm(problem: AuditProblem, trials: list[Trial]) -> list[Outcome]:
     result = train_many(problem.spec, problem.x, problem.y, masks, [t.seed for t in trials],
                         problem.train, dtype=getattr(torch, problem.dtype), device=problem.device)
     rank = effective_rank(result.params["a"])
+    hankel = hankel_effective_rank(impulse_response(result.params, problem.horizon))          # (M,)
     if problem.x_val is not None:
         error = reference_relative_error(result.params, problem.x_val, problem.y_val)
     else:
@@ -283,5 +288,5 @@ def _run_ssm(problem: AuditProblem, trials: list[Trial]) -> list[Outcome]:
     error = torch.nan_to_num(error, nan=float("inf"))
     return [Outcome(key=t.key, error=float(error[m]), train_loss=float(result.loss[m]),
                     converged=bool(result.converged[m]), steps=int(result.steps[m]),
-                    extras={"effective_rank": float(rank[m])})
+                    extras={"effective_rank": float(rank[m]), "hankel_effective_rank": float(hankel[m])})
             for m, t in enumerate(trials)]

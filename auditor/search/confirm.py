@@ -84,7 +84,7 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
     where something is flagged, ``without_flagged`` and ``without_random``), and where
     something is flagged ``effect_log_ratio``, ``effect_ci95``, ``error_ratio``,
     ``p_value``, ``error_ratio_vs_random``, ``p_value_vs_random``, ``rank_drop``,
-    ``rank_drop_ci95``, ``p_value_rank``.
+    ``rank_drop_ci95``, ``p_value_rank`` and ``diagnostics`` (:func:`diagnostics_drop`).
     """
     n = context.n
     room = oracle.left // 3 if flagged else 0                               # (the oracle never overspends)
@@ -117,7 +117,27 @@ def confirm(flagged: list[int], context: Context, oracle: Oracle) -> dict:
                              rng=stream(context.seed, "confirmation/flips/rank"))
         result.update(rank_drop=rank["effect_log_ratio"], rank_drop_ci95=rank["effect_ci95"],
                       p_value_rank=rank["p_value"])
+        result["diagnostics"] = diagnostics_drop(groups["with_all"], groups["without_flagged"], seed=context.seed)
     return result
+
+
+def diagnostics_drop(with_all: list[Outcome], without: list[Outcome], *, seed: int) -> dict:
+    """How removing the flagged set moved each of the models' diagnostics (``extras``):
+    {name: {"drop", "ci95", "p_value"}}, the mean paired drop (all minus without flagged),
+    its 95% sign-flip interval and the one-sided sign-flip p-value of no drop.
+
+    Evidence for the report, not a decision: beside the effective rank of A (the mechanism,
+    tested above against ``MIN_RANK_RISE``), the SSM students report the effective rank of the
+    learned kernel's Hankel matrix (:func:`auditor.metrics.hankel_effective_rank`), which reads
+    the implicit bias on the learned function itself, whatever the parametrization.
+    """
+    names = sorted({name for o in with_all for name in o.extras} & {name for o in without for name in o.extras})
+    out = {}
+    for name in names:
+        drop = np.array([a.extra(name) - b.extra(name) for a, b in zip(with_all, without)])
+        test = paired_effect(drop[np.isfinite(drop)], rng=stream(seed, f"confirmation/flips/diagnostics/{name}"))
+        out[name] = {"drop": test["effect_log_ratio"], "ci95": test["effect_ci95"], "p_value": test["p_value"]}
+    return out
 
 
 def random_removal(pool: np.ndarray, *, size: int, seed: int, trial_seed: int,

@@ -92,3 +92,23 @@ def test_beyond_16_seeds_the_p_values_and_intervals_come_from_named_streams():
     lo, hi = result["effect_ci95"]
     assert lo < result["effect_log_ratio"] < hi and np.isfinite([lo, hi]).all()
     assert _run(flagged, context, harmful)[0] == result                     # reproducible
+
+
+def test_the_models_diagnostics_are_reported_as_evidence_with_their_drop():
+    # Example 3 raises one diagnostic by 1 under every seed and leaves another alone.
+    context = Context(n=20, confirm_seeds=6, budget=0, mechanism="effective_rank")
+    outcomes = {}
+    while True:
+        try:
+            result = confirm([3], context, Oracle(outcomes, budget=0))
+            break
+        except NeedTrials as need:
+            outcomes.update({t.key: Outcome(key=t.key, error=0.5 if t.mask[3] else 0.05, train_loss=0.0,
+                                            converged=True, steps=1,
+                                            extras={"effective_rank": 7.0 + t.mask[3] + 0.01 * t.seed % 3,
+                                                    "flat": 2.0 + 0.01 * (t.seed % 2)})
+                             for t in need.trials})
+    drops = result["diagnostics"]
+    assert set(drops) == {"effective_rank", "flat"}
+    assert abs(drops["effective_rank"]["drop"] - 1.0) < 1e-9 and drops["effective_rank"]["p_value"] <= 1 / 64
+    assert drops["flat"]["drop"] == 0.0 and drops["flat"]["p_value"] == 1.0
