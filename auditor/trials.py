@@ -212,8 +212,14 @@ class AuditProblem:
     # poisons placed off position k-1 (all its scores tie at 0, and a tie ranks lowest),
     # trace_push and loss trajectories are not (AUROC of the combined order 0.88-0.98 with
     # the poisons at k-2, against 0.79-0.90 without trace_push); gradient similarity to the
-    # trusted set flips sign between placements and only reports.
-    ordering: tuple[str, ...] = ("gamma0", "trace_push", "loss_trajectory")
+    # trusted set flips sign between placements and only reports. The isolation forest reads
+    # the inputs alone, so it sees unusual energy wherever it sits: with the poisons' energy
+    # on the last position, which no push on A reads (gamma0 ties at 0, trace_push ranks
+    # them last: AUROC 0.5 and 0.0), it ranked them with AUROC 0.89-0.93, and the audits
+    # that had flagged nothing (n = 107 and 288, harm 6.1x and 6.5x) flagged all 7 and 24,
+    # and nothing on their clean twins. Harmless outliers come early with it too (the
+    # decoys), which costs the tests trials, not recall.
+    ordering: tuple[str, ...] = ("gamma0", "trace_push", "loss_trajectory", "isolation_forest")
     # the paper's mechanism: poisons raise the effective rank of A (all its entries together)
     mechanism: str | None = "effective_rank"
     # the scalars the data were divided by (:func:`auditor.models.data_scales`); curves for

@@ -299,7 +299,7 @@ def strict(backend):
                             app.state.sessionmaker)
 
 
-COST_OF_DEFAULT = (160 + 3 * 8) * 50_000      # the default config on the 12 examples of valid_npz
+COST_OF_DEFAULT = (160 + 2 * 3 * 8) * 50_000  # the default config on valid_npz: search, gate, confirmation
 
 
 def test_quota_of_queued_audits_is_429_with_retry_after(strict):

@@ -179,7 +179,7 @@ def test_progress_covers_the_whole_audit_with_named_phases():
     calls = []
     result = run_audit(dataset, config, progress=lambda done, total, phase: calls.append((done, total, phase)))
     expected = planned_trials(config, n=40, task="regression")
-    assert expected == result.budget + 18 and all(total == expected for _, total, _ in calls)
+    assert expected == result.budget + 2 * 18 and all(total == expected for _, total, _ in calls)
     assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls)     # never resets
     assert calls[-1][0] == len(result.outcomes) <= expected
     phases = list(dict.fromkeys(p for _, _, p in calls))
