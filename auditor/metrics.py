@@ -45,8 +45,10 @@ def hankel_effective_rank(kernel: torch.Tensor) -> torch.Tensor:
     theorem), so this measures the implicit bias on the learned function itself, whatever
     the parametrization: it does not change when A, B and C are rescaled or rotated, nor
     when the kernel is scaled, and it reads the same for any diagonal initialization. A
-    kernel of one decaying mode has effective rank near 1; clean-label poisons that keep
-    several modes alive raise it.
+    kernel of one decaying mode has effective rank near 1, one of two equal modes up to 2.
+    Measured on generated sets, removing the poisons moved it little and not always down
+    (1.08 -> 1.06 at n = 80; 1.03 -> 1.10 at n = 959, where the effective rank of A fell
+    by 1.26), so the audit reports it and decides nothing on it.
     """
     J = kernel.shape[-1]
     h = (J + 1) // 2

@@ -139,9 +139,12 @@ def linear_floor(x, y, masks) -> np.ndarray:
     unique, inverse = np.unique(masks, axis=0, return_inverse=True)
     floors = np.empty(len(unique))
     for u, keep in enumerate(unique):
+        if not keep.any():
+            floors[u] = 0.0
+            continue
         xs, ys = x[keep], y[keep]
         beta = np.linalg.lstsq(xs, ys, rcond=None)[0]
-        floors[u] = float(np.mean((xs @ beta - ys) ** 2)) if keep.any() else 0.0
+        floors[u] = float(np.mean((xs @ beta - ys) ** 2))
     return floors[np.asarray(inverse).reshape(-1)]
 
 

@@ -14,11 +14,11 @@ log error ratios go through two one-sided sign-flip tests
 each at level ``alpha``; the gate opens only if both reject (an intersection-union test:
 no correction is due). The first asks for harm, the second that it is the prefix's: on a
 clean set, removing the examples a screen ranks first may raise the error less than a
-random removal does, without lowering it. The prefix is chosen on the search seeds and tested on seeds it was
-not chosen on, so the one test needs no correction for the choice (sample splitting), and
-on a set where no removal beats a random one by the margin the gate opens with
-probability at most ``alpha``, whatever the screen and however bimodal the training's
-error. A closed gate ends the search: nothing is flagged, and the report says why.
+random removal does, without lowering it. The prefix is chosen on the search seeds and
+tested on seeds it was not chosen on, so the one test needs no correction for the choice
+(sample splitting), and on a set where no removal lowers the error by the margin the gate
+opens with probability at most ``alpha``, whatever the screen and however bimodal the
+training's error. A closed gate ends the search: nothing is flagged, and the report says why.
 
 The gate asks only that the screen's most suspicious examples, together, do measurable
 harm: it has no threshold of its own on the size of the harm (the margin is the
@@ -79,4 +79,3 @@ def harm_gate(context: Context, oracle: Oracle, order: np.ndarray, errors: dict[
             "effect_ci95": harm["effect_ci95"], "p_value": harm["p_value"],
             "error_ratio_vs_random": own["error_ratio"], "p_value_vs_random": own["p_value"],
             "open": bool(max(harm["p_value"], own["p_value"]) <= context.alpha)}
-
