@@ -54,10 +54,7 @@ def hankel_effective_rank(kernel: torch.Tensor) -> torch.Tensor:
     h = (J + 1) // 2
     idx = torch.arange(h, device=kernel.device)
     hankel = kernel[..., idx[:, None] + idx[None, :]]                          # (M, h, h)
-    s = torch.linalg.svdvals(hankel)                                          # (M, h)
-    p = s / s.sum(-1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
-    entropy = -(p * torch.log(p.clamp_min(torch.finfo(s.dtype).tiny))).sum(-1)
-    return torch.exp(entropy)
+    return effective_rank(torch.linalg.svdvals(hankel))                      # of its singular values (M, h)
 
 
 def relative_error(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

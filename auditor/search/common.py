@@ -75,7 +75,8 @@ def prefix_search(context: Context, oracle: Oracle,
     """Errors with all data (seeds,) and without each doubling prefix of ``order`` and its
     first half ({size: (seeds,)}), the best prefix error, and the details;
     ``details["reason"]`` is set when the harm gate (:func:`auditor.search.gate.harm_gate`)
-    finds no prefix whose removal beats random removals of its size (nothing to search for).
+    stays shut: removing the best prefix did not lower the error by the margin, against all
+    data and against random removals of its size, on fresh seeds (nothing to search for).
     The half is searched too because a screen may rank the poisons anywhere in it (measured:
     poisons with their energy on the last position, which the gamma0 screens do not see, all
     lay in the first 225 of 450, 3 beyond the first 128)."""
