@@ -141,7 +141,13 @@ def run_audit(dataset: Dataset, config: AuditConfig, *, executor: Executor | Non
     kernels = curves_of(problem, step.flagged, seed=step.confirmation["seeds"][0])
     return AuditResult(verdict=step, strategy=strategy, budget=budget, outcomes=outcomes,
                        screens=screens, kernels=kernels,
-                       metric=problem.metric, seconds=time.perf_counter() - start)
+                       metric=scored_on(problem.metric, mode=config.mode), seconds=time.perf_counter() - start)
+
+
+def scored_on(metric: str, *, mode: str) -> str:
+    """The name of what the models are scored by in ``mode``: in ``forensics`` mode the
+    attacked example(s) stand in for the trusted set (:func:`auditor.data.with_reference`)."""
+    return metric.replace("trusted-set", "target", 1) if mode == "forensics" else metric
 
 
 def _phase(step: list[Trial], context: Context, strategy: str) -> str:
@@ -156,9 +162,10 @@ def search_context(problem, screens: dict[str, np.ndarray], *, config: AuditConf
     """What the strategy knows of ``problem`` besides outcomes: its size, the order its
     screens give the search, and the statistic of its mechanism."""
     names = problem.ordering if isinstance(problem, Screened) else ()
-    ordering = [screens[name] for name in names if name in screens]
+    named = tuple((name, np.asarray(screens[name], float)) for name in names if name in screens)
     return Context(n=problem.n, seed=config.seed, budget=budget, confirm_seeds=config.confirm_seeds,
-                   screen=_rank_max(ordering) if ordering else None, mechanism=mechanism_of(problem))
+                   screen=_rank_max([s for _, s in named]) if named else None, screens=named,
+                   mechanism=mechanism_of(problem))
 
 
 def _rank_max(columns: list[np.ndarray]) -> np.ndarray:

@@ -23,6 +23,7 @@ from auditor.search.common import (
     rank01,
     rank_band_of,
     screen_scores,
+    sharpest_order,
 )
 from auditor.search.confirm import MIN_EFFECT, log_error
 from auditor.search.oracle import BudgetExhausted, Context, Oracle, Verdict
@@ -51,8 +52,11 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     1. *Where the harm is.* Remove growing prefixes of the screen order (most suspicious
        first), and stop unless the harm gate opens (:func:`auditor.search.gate.harm_gate`);
        the knee is the smallest prefix that undoes at least half of the harm (in log
-       error). The first candidates are the first twice-the-knee examples of the order: the
-       margin holds weaker poisons that the screen ranks later.
+       error). Where the order combines several screens, each screen's own order is tried
+       below that knee, and the search follows the one whose knee is least
+       (:func:`~auditor.search.common.sharpest_order`). The first candidates are the first
+       twice-the-knee examples of the order: the margin holds weaker poisons that the
+       screen ranks later.
     2. *A small core and controls,* drawn at random from beyond every candidate the search
        may reach: ``CONTROLS`` examples, and ``CORE_SIZE`` examples so that one added
        example holds a large share of the core's training set. A core on which a control
@@ -122,8 +126,10 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     if "reason" in details:                                                 # nothing to search for
         return finish([], screen_scores(context), context, oracle, details)
     half = max(math.sqrt(best * float(full.min())), best)                  # (the gate tested fresh seeds)
+    combined, reach_combined = order, min(4 * min(s for s, e in errors.items() if e.max() <= half), n // 2)
+    name, order, errors = sharpest_order(context, oracle, order, errors, half)   # the order the search follows
     knee = min(s for s, e in errors.items() if e.max() <= half)
-    details["knee"] = int(knee)
+    details.update(knee=int(knee), order=name)
 
     # (2) the controls and the core: seeded random samples of the examples beyond every
     # candidate the search may reach (twice the first candidates); random, so that they are
@@ -131,9 +137,14 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # sequences, on which a model does not learn to extrapolate); drawn from the indices, not
     # the screen's order, so that a reordering beyond ``reach`` draws the same core (measured
     # on a clean set, n = 300: screens that differed only in their checkpoints' spacing drew
-    # another core from the same 292 examples, and that core's audit flagged 5 examples)
+    # another core from the same 292 examples, and that core's audit flagged 5 examples).
+    # Where the search follows one screen's order (:func:`sharpest_order`), they lie beyond
+    # the combined order's reach too, where that leaves room for them
     reach = min(4 * knee, n // 2)                                           # at least half the set stays out
-    rest = np.random.default_rng(context.seed).permutation(np.sort(order[reach:]))
+    beyond = np.setdiff1d(order[reach:], combined[:reach_combined])         # (sorted)
+    if len(beyond) < CORE_SIZE + CONTROLS:
+        beyond = np.sort(order[reach:])
+    rest = np.random.default_rng(context.seed).permutation(beyond)
     controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
     pool = rest[len(controls):]
     # every test runs under each search seed when the budget has room for testing all the

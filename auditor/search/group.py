@@ -21,6 +21,7 @@ from auditor.search.common import (
     rank01,
     rank_band_of,
     screen_scores,
+    sharpest_order,
     without_controls,
 )
 from auditor.search.confirm import MIN_EFFECT
@@ -37,7 +38,9 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     1. *Clean base.* Remove growing prefixes of the screen order (most suspicious first),
        stop unless the harm gate opens (:func:`auditor.search.gate.harm_gate`), and take the
        smallest prefix whose removal brings the error near the best level seen
-       (``BASE_SHARE``): base B = everything else, R = the removed.
+       (``BASE_SHARE``), of the combined order or of the screen's own order that reaches
+       it soonest (:func:`~auditor.search.common.sharpest_order`): base B = everything
+       else, R = the removed.
     2. *Individual harm.* Add each example of R (or small groups of them, when the budget
        is short) back to B alone: h = log error(B + group) - log reference, averaged over
        the search seeds, where the reference is the median error of B without one of
@@ -88,6 +91,7 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     if "reason" in details:                                                 # nothing to search for
         return finish([], screen_scores(context), context, oracle, details)
     clean_level = max(clean_limit(best, float(full.min()), BASE_SHARE), best)   # (the gate tested fresh seeds)
+    details["order"], order, errors = sharpest_order(context, oracle, order, errors, clean_level)
     s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
     lo = s_clean // 2
     fine = _between(lo, s_clean, 7)

@@ -43,6 +43,9 @@ class Context:
         :func:`~auditor.search.confirm.confirm`)
     search_seeds : int, seeds every search decision is checked under
     screen : ndarray (n,) or None, suspicion scores that order the search
+    screens : the named screens ``screen`` combines, ((name, scores (n,)), ...); a
+        strategy may measure which one's order concentrates the harm soonest
+        (:func:`~auditor.search.common.sharpest_order`)
     alpha : float, significance level of the harm gate and the confirmation
     mechanism : str or None, the name of the outcomes' extra that measures the implicit bias
         the poisons distort (``effective_rank`` of the SSM students' A); the strategies then
@@ -56,6 +59,7 @@ class Context:
     confirm_seeds: int = 4
     search_seeds: int = 2
     screen: np.ndarray | None = None
+    screens: tuple[tuple[str, np.ndarray], ...] = ()
     alpha: float = ALPHA
     mechanism: str | None = None
 

@@ -234,6 +234,7 @@ def test_forensics_mode_scores_on_the_target_and_needs_one(tmp_path):
     assert build_problem(dataset, AuditConfig()).x_val.shape[0] == len(targeted["x_val"]) > 4
     out = _auditor("audit", str(tmp_path / "t.npz"), "--mode", "forensics", "--json")
     assert out.returncode in (0, 1) and json.loads(out.stdout)["mode"] == "forensics", out.stderr
+    assert json.loads(out.stdout)["generalization"]["metric"] == "target relative error"
 
 
 @pytest.mark.slow

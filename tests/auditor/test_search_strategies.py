@@ -599,3 +599,53 @@ def test_group_testing_leaves_mild_harm_to_the_joint_rule_where_the_base_is_not_
     verdict = _answer(lambda oracle: STRATEGIES["group"](context, oracle), _share_harm(weight))
     assert verdict.details["removed"] == 6 and verdict.details["settled"] == 0
     assert verdict.flagged == [0, 1, 2, 5]
+
+
+def _decoyed_screens(n, harmful, decoys, seed):
+    """Two screens: one ranks the ``harmful`` examples first, the other ranks clean
+    ``decoys`` first and the harmful next."""
+    rng = np.random.default_rng(seed)
+    sharp = rng.random(n)
+    sharp[harmful] += 1.0
+    decoyed = rng.random(n)
+    decoyed[harmful] += 1.0
+    decoyed[decoys] += 2.0
+    return (("sharp", sharp), ("decoyed", decoyed))
+
+
+@pytest.mark.parametrize("strategy", ["core", "group"])
+def test_the_search_follows_the_screen_whose_order_concentrates_the_harm(strategy):
+    # 82 harmful examples among 1000; one screen ranks 300 clean decoys before them, so the
+    # combined order (each example's highest rank) interleaves decoys with the harmful and
+    # its knee doubles. The search measures each screen's own order below that knee and
+    # follows the one that reaches it soonest: fewer examples to test, and with core tests
+    # every harmful example flagged within the default budget at n = 1000.
+    from auditor.engine import _rank_max
+    n = 1000
+    rng = np.random.default_rng(7)
+    harmful = np.sort(rng.choice(n, 82, replace=False))
+    decoys = rng.choice(np.setdiff1d(np.arange(n), harmful), 300, replace=False)
+    weight = np.zeros(n)
+    weight[harmful] = 20.0
+    screens = _decoyed_screens(n, harmful, decoys, seed=8)
+    combined = _rank_max([s for _, s in screens])
+    error_of = _share_harm(weight)
+    budget, size = (226, "knee") if strategy == "core" else (1000, "removed")
+    chosen, alone = (_synthetic_audit(Context(n=n, budget=budget, screen=combined, screens=named, confirm_seeds=6),
+                                      error_of, strategy=strategy)[0] for named in (screens, ()))
+    assert (chosen.details["order"], alone.details["order"]) == ("sharp", "combined")
+    assert chosen.details[size] < alone.details[size]
+    if strategy == "core":
+        assert chosen.flagged == harmful.tolist()
+
+
+def test_a_single_screen_is_not_measured_twice():
+    n = 400
+    weight = np.zeros(n)
+    weight[[0, 3, 7, 12, 20]] = 20.0
+    screen = -np.arange(n, dtype=float)
+    one = Context(n=n, budget=200, screen=screen, confirm_seeds=6)
+    named = Context(n=n, budget=200, screen=screen, screens=(("only", screen),), confirm_seeds=6)
+    (a, trials_a), (b, trials_b) = (_synthetic_audit(c, _share_harm(weight)) for c in (one, named))
+    assert a.flagged == b.flagged == [0, 3, 7, 12, 20]
+    assert set(trials_a) == set(trials_b)
