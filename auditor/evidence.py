@@ -22,8 +22,8 @@ import numpy as np
 from scipy import stats
 
 from auditor.search.common import (
-    CONTROLS,
     errors_of,
+    followed_order,
     mask_with,
     mask_without,
     order_of,
@@ -31,7 +31,7 @@ from auditor.search.common import (
     without_controls,
 )
 from auditor.search.confirm import MIN_EFFECT
-from auditor.search.core import CORE_DRAWS, CORE_SIZE, core_reference
+from auditor.search.core import CORE_DRAWS, controls_and_pool, core_reference, draw_core
 from auditor.search.oracle import Context, NeedTrials, Oracle
 from auditor.search.plan import STRATEGIES
 
@@ -189,15 +189,13 @@ def _addition(oracle: Oracle, context: Context, base: np.ndarray, group: list[in
 def _core_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict]:
     """Core testing: each example's test on the core (:func:`auditor.search.core.core_testing`)."""
     d, n = verdict.details, context.n
-    order = order_of(context)
+    order = followed_order(context, d.get("order", "combined"))
     reach = min(4 * int(d["knee"]), n // 2)
-    rest = np.random.default_rng(context.seed).permutation(np.sort(order[reach:]))
-    controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
-    pool = rest[len(controls):]
+    controls, pool = controls_and_pool(context, order[reach:], order_of(context)[:int(d.get("reach_combined", 0))])
     seeds = [context.seed + j for j in range(int(d["test_seeds"]))]
 
     def draw(k: int) -> np.ndarray:
-        return mask_with(np.zeros(n, bool), np.random.default_rng([context.seed, k]).permutation(pool)[:CORE_SIZE])
+        return draw_core(context, pool, k)
 
     cores = [draw(k) for k in range(int(d["core_draws"]))]
     core = next((c for c in cores if float(errors_of(oracle, [c], context, seeds=seeds)[0].max()) == d["core_error"]),
@@ -259,8 +257,7 @@ def _group_tests(context, oracle, recorder, verdict, examples) -> dict[int, dict
     """Group testing: each example's step-2 test, added back to the clean base
     (:func:`auditor.search.group.group_testing`)."""
     d, n = verdict.details, context.n
-    order = order_of(context)
-    removed = order[:int(d["removed"])]
+    removed = followed_order(context, d.get("order", "combined"))[:int(d["removed"])]
     base = mask_without(n, removed)
     seeds = [context.seed + j for j in range(context.search_seeds)]
     moved = without_controls(oracle, context, base, stream=2)

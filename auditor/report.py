@@ -34,6 +34,9 @@
 ``strategy``, ``budget``, ``details``, ``screens``, ``kernels``, ``seconds``,
 ``reproduce``, ``status_line``
 
+Every report is validated against :class:`auditor.report_schema.Report`, from which its
+JSON schema (``auditor report-schema``) is generated.
+
 :func:`render_html` renders the report into one HTML page (a jinja2 template with
 autoescaping, :mod:`auditor.report_html`): inline CSS and base64 PNG plots, no external
 resources, no scripts.
@@ -53,6 +56,7 @@ import numpy as np
 from auditor.engine import AuditResult
 from auditor.config import AuditConfig
 from auditor.data import Dataset
+from auditor.report_schema import Report
 
 CONFIRMATION_KEYS = ("confirmed", "p_value", "effect_log_ratio", "effect_ci95", "error_ratio",
                      "p_value_vs_random", "error_ratio_vs_random", "rank_drop", "rank_drop_ci95",
@@ -198,6 +202,7 @@ def build_report(result: AuditResult, dataset: Dataset, config: AuditConfig) -> 
     if dataset.is_poison is not None:
         report["evaluation"] = _evaluation(result, dataset.is_poison)
     report["status_line"] = status_line(report, n=dataset.n)
+    Report.model_validate(report)                         # the types say what a report holds
     return report
 
 

@@ -17,6 +17,7 @@ from api.schemas import AuditCreate, AuditOut, AuditPage, AuditStatus
 from api.settings import Settings
 from auditor.config import AuditConfig, trial_steps
 from auditor.models import ModelError, check_model_name
+from auditor.report_schema import Report
 from store import repository
 from store.blobs import read_blob
 from store.models import CANCELED, FAILED, SUCCEEDED, Audit, is_id
@@ -138,9 +139,8 @@ def _audit_json(session, tenant_id: str, audit_id: str) -> bytes:
 
 
 @router.get("/{audit_id}/report", operation_id="get_audit_report",
-            responses={200: {"description": "The report, as JSON (default) or HTML",
-                             "content": {"application/json": {"schema": {"type": "object"}},
-                                         "text/html": {"schema": {"type": "string"}}}},
+            responses={200: {"description": "The report, as JSON (default) or HTML", "model": Report,
+                             "content": {"text/html": {"schema": {"type": "string"}}}},
                        **responses(401, 404, 409, 422)})
 def get_audit_report(audit_id: IdPath, principal: CurrentPrincipal, session: SessionDep, request: Request,
                      format: Annotated[Literal["json", "html"] | None,

@@ -1,5 +1,5 @@
-"""``demo``, ``audit`` and ``clean``: audits in this process (or on a Ray cluster), and a
-cleaned copy of a data set."""
+"""``demo``, ``audit``, ``clean`` and ``report-schema``: audits in this process (or on a Ray
+cluster), a cleaned copy of a data set, and the report's JSON schema."""
 
 from __future__ import annotations
 
@@ -54,6 +54,18 @@ def add_commands(commands) -> None:
                    help="where the cleaned data set goes (.npz; .csv or .parquet by its suffix)")
     add_client_flags(p)
     p.set_defaults(handler=run_clean)
+
+    p = commands.add_parser("report-schema", help="print the JSON schema of an audit report",
+                            description="Print the JSON schema of the report that audit --out, report and the API "
+                                        "return (generated from auditor.report_schema.Report).")
+    p.set_defaults(handler=run_report_schema)
+
+
+def run_report_schema(args) -> int:
+    from auditor.report_schema import report_json_schema_text
+
+    sys.stdout.write(report_json_schema_text())
+    return 0
 
 
 def run_demo(args) -> int:

@@ -32,6 +32,12 @@ def order_of(context: Context) -> np.ndarray:
     return np.argsort(-np.asarray(context.screen), kind="stable")
 
 
+def followed_order(context: Context, name: str) -> np.ndarray:
+    """The order a strategy followed, by the name :func:`sharpest_order` gave it."""
+    screens = dict(context.screens)
+    return order_of(context) if name == "combined" else np.argsort(-np.asarray(screens[name], float), kind="stable")
+
+
 def clean_limit(clean: np.ndarray | float, harmed: float, share: float = CLEAN_SHARE) -> np.ndarray | float:
     return clean * (harmed / clean) ** share
 
@@ -116,8 +122,8 @@ def sharpest_order(context: Context, oracle: Oracle, order: np.ndarray, errors: 
     errors without its prefixes ({size: (search seeds,)}; ``errors`` for the combined one).
     """
     size = min(s for s, e in errors.items() if e.max() <= level)
-    found = {name: (np.argsort(-np.asarray(scores, float), kind="stable"), {})
-             for name, scores in context.screens} if len(context.screens) > 1 else {}
+    found = {name: (followed_order(context, name), {}) for name, _ in context.screens} \
+        if len(context.screens) > 1 else {}
     live, s = list(found), size // 2
     while live and s >= 1:
         measured = errors_of(oracle, [mask_without(context.n, found[name][0][:s]) for name in live], context)

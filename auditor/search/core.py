@@ -141,12 +141,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # Where the search follows one screen's order (:func:`sharpest_order`), they lie beyond
     # the combined order's reach too, where that leaves room for them
     reach = min(4 * knee, n // 2)                                           # at least half the set stays out
-    beyond = np.setdiff1d(order[reach:], combined[:reach_combined])         # (sorted)
-    if len(beyond) < CORE_SIZE + CONTROLS:
-        beyond = np.sort(order[reach:])
-    rest = np.random.default_rng(context.seed).permutation(beyond)
-    controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
-    pool = rest[len(controls):]
+    details["reach_combined"] = reach_combined
+    controls, pool = controls_and_pool(context, order[reach:], combined[:reach_combined])
     # every test runs under each search seed when the budget has room for testing all the
     # candidates the search may reach that way (on one core), else under the first
     k = context.search_seeds
@@ -159,8 +155,7 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     # into a worse mode): up to CORE_DRAWS cores are drawn, and the first that every control
     # leaves clean is kept (else the least fragile).
     def draw(d: int) -> np.ndarray:
-        """Core number d: a seeded random sample of the pool, as a mask (n,)."""
-        return mask_with(np.zeros(n, bool), np.random.default_rng([context.seed, d]).permutation(pool)[:CORE_SIZE])
+        return draw_core(context, pool, d)
 
     draws = []
     for d in range(CORE_DRAWS):
@@ -281,6 +276,25 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     scores = scores + 1e-6 * rank01(screen_scores(context))                # tie-break by the screen
     scores[flagged] += 1.0 + max(float(np.nanmax(scores)), 0.0)            # flagged rank first
     return finish(flagged, scores, context, oracle, details)
+
+
+def controls_and_pool(context: Context, beyond: np.ndarray, reached: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The controls and the pool the cores are drawn from: a seeded permutation of the
+    examples ``beyond`` the reach of the order the search follows that are not among the
+    combined order's ``reached`` ones (all of ``beyond`` where that leaves fewer than
+    ``CORE_SIZE + CONTROLS``), in index order before the permutation; its first ``CONTROLS``
+    (at most half) are the controls."""
+    outside = np.setdiff1d(beyond, reached)                                 # (sorted)
+    if len(outside) < CORE_SIZE + CONTROLS:
+        outside = np.sort(beyond)
+    rest = np.random.default_rng(context.seed).permutation(outside)
+    controls = [int(i) for i in rest[:min(CONTROLS, len(rest) // 2)]]
+    return controls, rest[len(controls):]
+
+
+def draw_core(context: Context, pool: np.ndarray, d: int) -> np.ndarray:
+    """Core number d: a seeded random sample of ``CORE_SIZE`` examples of the pool, as a mask (n,)."""
+    return mask_with(np.zeros(context.n, bool), np.random.default_rng([context.seed, d]).permutation(pool)[:CORE_SIZE])
 
 
 def core_reference(oracle: Oracle, context: Context, seeds: list[int], core: np.ndarray,

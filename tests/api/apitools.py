@@ -38,3 +38,23 @@ def submit(client: httpx.Client, dataset: str, config: dict | None = None, key: 
     headers = {"Idempotency-Key": key} if key else {}
     body = {"dataset_id": dataset} if config is None else {"dataset_id": dataset, "config": config}
     return client.post("/audits", json=body, headers=headers)
+
+
+def report_example(flagged: list[int], n: int = 12) -> dict:
+    """A report that satisfies the report's schema (auditor.report_schema.Report), for tests
+    that store a finished audit without running one."""
+    from auditor.report_schema import Report
+
+    summary = {"errors": [0.1, 0.2], "geomean": 0.14, "ci95": [0.1, 0.2], "extras": {}}
+    return Report.model_validate({
+        "flagged": flagged, "scores": [1.0 if i in flagged else 0.0 for i in range(n)], "trials": 10,
+        "unconverged": 0, "verdict": "flagged" if flagged else "nothing_flagged",
+        "fit": {"trials": 10, "unconverged": 0, "share_unconverged": 0.0, "fitted": True},
+        "generalization": {"metric": "trusted-set relative error", "with_all": summary},
+        "confirmation": {"confirmed": bool(flagged), "tested": flagged}, "strategy": "group", "mode": "blind",
+        "budget": 160, "details": {}, "screens": {}, "kernels": {}, "seconds": 1.0,
+        "reproduce": {"dataset_sha256": None, "dataset": {}, "config": {}, "versions": {}, "device": "cpu",
+                      "platform": "test"},
+        "evidence": [], "evidence_note": None,
+        "sequence_profile": {"examples": n, "median": [0.0], "q10": [0.0], "q90": [0.0]},
+        "status_line": f"{len(flagged)} of {n} examples flagged."}).model_dump(mode="json")

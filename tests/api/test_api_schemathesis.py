@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from apitools import OPERATIONS, submit, upload, valid_npz
+from apitools import OPERATIONS, report_example, submit, upload, valid_npz
 from store import repository
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -31,7 +31,7 @@ def real_ids(backend, api) -> dict[str, str]:
     audit = submit(api, dataset).json()["id"]
     with backend.sessions() as session:
         repository.claim_audit(session, audit, "w")
-        repository.finish_audit(session, audit, report={"flagged": [1], "scores": [0.5]}, html="<p>ok</p>")
+        repository.finish_audit(session, audit, report=report_example([1]), html="<p>ok</p>")
     scan = api.post("/scans", json={"dataset_ids": [dataset]}).json()["id"]
     return {"dataset_id": dataset, "audit_id": audit, "scan_id": scan}
 

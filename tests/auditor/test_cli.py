@@ -261,3 +261,13 @@ def test_the_same_set_as_npz_csv_and_parquet_audits_to_the_same_report(tmp_path)
         assert report["reproduce"]["dataset_sha256"] != first["reproduce"]["dataset_sha256"]
         for field in ("flagged", "scores", "trials", "evaluation", "status_line"):
             assert report[field] == first[field], field
+
+
+def test_report_schema_prints_the_published_schema():
+    from pathlib import Path
+
+    out = _auditor("report-schema")
+    assert out.returncode == 0, out.stderr
+    published = Path(__file__).resolve().parents[2] / "docs" / "report.schema.json"
+    assert json.loads(out.stdout) == json.loads(published.read_text(encoding="utf-8"))
+    assert {"flagged", "verdict", "confirmation", "evidence"} <= set(json.loads(out.stdout)["required"])

@@ -340,3 +340,21 @@ def test_verdict_names():
     assert verdict_name(fit_status(outs([True, False])), flagged=[]) == "nothing_flagged"   # half: still fitted
     assert verdict_name(fit_status(outs([True, False])), flagged=[1]) == "flagged"
     assert verdict_name(fit_status(outs([True, False, False])), flagged=[1]) == "not_fitted"
+
+
+def test_report_matches_its_types_and_published_schema(report):
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from auditor.report_schema import Report, report_json_schema_text
+
+    typed = Report.model_validate(report)
+    assert typed.verdict == report["verdict"] and typed.confirmation.tested == report["confirmation"]["tested"]
+    with pytest.raises(ValidationError):                         # the types are strict: a wrong value fails
+        Report.model_validate({**report, "verdict": "maybe"})
+    with pytest.raises(ValidationError):                         # and so does a field they do not describe
+        Report.model_validate({**report, "confirmation": {**report["confirmation"], "unknown": 1}})
+    published = Path(__file__).resolve().parents[2] / "docs" / "report.schema.json"
+    assert published.read_text(encoding="utf-8") == report_json_schema_text(), \
+        "docs/report.schema.json is stale: auditor report-schema > docs/report.schema.json"
