@@ -1,10 +1,17 @@
 """Tests on a small core (:func:`core_testing`): each candidate is added to a small random
 core, where one example's harm is large and the noise of common random numbers small.
+
+Measured facts behind it: one poison among hundreds of examples may do no visible harm on
+its own, while a few together ruin generalization; a poison's push on the training dynamics
+grows with its share of the training set; and under common random numbers (the same seed)
+adding one clean example to a set barely moves the trained model's error. So an example is
+tested where its effect is large and the noise small.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -43,123 +50,157 @@ DENSE = (3 - math.sqrt(5)) / 2   # share of harmful examples from which no group
 def core_testing(context: Context, oracle: Oracle) -> Verdict:
     """Find the examples that measurably harm generalization, by tests on a small clean core.
 
-    Measured facts behind it: one poison among hundreds of examples may do no visible harm
-    on its own, while a few together ruin generalization; a poison's push on the training
-    dynamics grows with its share of the training set; and under common random numbers
-    (the same seed) adding one clean example to a set barely moves the trained model's
-    error. So an example is tested where its effect is large and the noise small:
-
-    1. *Where the harm is.* Remove growing prefixes of the screen order (most suspicious
-       first), and stop unless the harm gate opens (:func:`auditor.search.gate.harm_gate`);
-       the knee is the smallest prefix that undoes at least half of the harm (in log
-       error). Where the order combines several screens, each screen's own order is tried
-       below that knee, and the search follows the one whose knee is least
-       (:func:`~auditor.search.common.sharpest_order`). The first candidates are the first
-       twice-the-knee examples of the order: the margin holds weaker poisons that the
-       screen ranks later.
-    2. *A small core and controls,* drawn at random from beyond every candidate the search
-       may reach: ``CONTROLS`` examples, and ``CORE_SIZE`` examples so that one added
-       example holds a large share of the core's training set. A core on which a control
-       does harm is fragile; up to ``CORE_DRAWS`` cores are drawn until one is not.
-    3. *Tests.* Each control and each candidate is added to the core alone (candidates
-       in small groups, split in halves while harmful, when the budget is short): harm
-       h = log error(core + group) - log error(reference), under each search seed when
-       the budget has room (else the first); the reference is the median error of the
-       core with one control added (:func:`core_reference`). A candidate is flagged if, tested
-       alone, under every seed, the core with it is no longer clean (its log error lies
-       more than ``CLEAN_SHARE`` of the way from the clean level to the full set's error,
-       the rule that judges every set clean) and it does more harm than every control.
-       The clean level is the reference's error or, where a core sits below it, the lowest
-       error of the prefix search (measured on a set of n = 500: a core at 0.0084, whose
-       own third of the way ended at 0.039, took 17 clean examples that each raised its
-       error 4.7-fold or more, while the clean examples alone had 0.09 over 32 seeds).
-       Groups past that threshold are split first, the most harmful first, then those
-       past the level of the weaker candidates (step 4); a group the budget leaves whole
-       is not flagged (measured: groups of five clean examples moved a core's error up to
-       e^1.9-fold, beyond the threshold, where one control moved it at most e^0.02-fold).
-       The top of the order is tested one example at a time, ``CHUNK`` at a time, for as
-       long as at least ``DENSE`` of the last chunk did harm past the threshold: where harm
-       is that dense, groups are nearly all harmful and splitting them costs more than
-       single tests (measured: 80 poisons in 1000, half of the order's first 152, as when
-       one screen ranks them first and the others interleave their own picks; groups of
-       six ran out of trials and nothing was flagged, one by one all 80 were, within 226
-       trials).
-    4. *Joint check.* Retrain on everything but the flagged set. If its error is not back
-       near the clean level (``BASE_SHARE`` of the way from the lowest error without a
-       prefix to the full set's, as group testing's clean base), the weaker candidates
-       may join: those that do more harm than every control and ``MIN_EFFECT``, in the
-       mean over the seeds (the training's error is bimodal: a poison may leave the core
-       in its good mode under one seed), and again on a second random core, if removing
-       all of them beats removing as many random examples by more than that clean band,
-       and by at least ``CLEAN_RATIO``, in the mean over the seeds too
-       (:func:`_least_to_remove`; measured on a clean set, n = 200: nine clean examples
-       whose joint removal lowered the error 1.45x beyond random removals, where the band
-       was 1.26x, were flagged and confirmed). As few of them join, most harmful first,
-       as leave the rest clean and do as well, within ``MIN_EFFECT``, as all of them
-       (bisection). If the rest is still not clean, the candidates are doubled and step 3
-       goes on with the new ones, while the budget lasts, past the core's ``reach`` too, over
-       every example but the core and the controls: the screen orders the candidates, it
-       does not cap them (a poison the screens rank last costs trials, not recall).
-    5. *Mechanism* (where the outcomes' effective rank measures the implicit bias): a flagged
-       example stays flagged only if it, or the smallest group it was tested in, raised the
-       core's effective rank beyond what every control did under every seed
-       (:func:`~auditor.search.common.rank_band_of`; no training); and a candidate tested alone
-       that raised it so and did more harm than ``MIN_EFFECT`` in the mean over the seeds is
-       flagged even under the unclean threshold (measured, n = 160 and 900: the last poison left
-       the rest clean under the search seeds and 4.3x and 1.5x the clean-only error over 32
-       evaluation seeds; with it flagged, 5 of 5 and 36 of 36). The tests of step 3 already
-       split only the groups that raised it under some seed, and only their members may join as
-       weaker candidates: a group without the mechanism holds no poison, and splitting it spends
-       the budget on clean examples (measured on a set of n = 1000 with 50 poisons: budget
-       exhausted with a poison in a group left whole, and the 6 clean examples flagged beside
-       the others, unflagged for want of the mechanism, put their harm back: 1.68x the
-       clean-only error; with the rank guiding the splits, 49 of 50 and 1.04x).
+    1. *Where the harm is* (:func:`_where`): the prefix search and the harm gate, the
+       order followed, its knee and how far the candidates reach.
+    2. *A core and controls* (:func:`_pick_core`), drawn at random from beyond the reach.
+    3. *Tests* (:func:`_test_candidates`): each candidate added to the core, alone where
+       harm is dense, else in groups split while harmful.
+    4. *Joint check* (:func:`_judge`): the clearly harmful, and the fewest weaker ones that
+       leave the rest clean; while the rest is not clean, the candidates double, past the
+       reach too: the screen orders the candidates, it does not cap them (a poison the
+       screens rank last costs trials, not recall).
+    5. *Mechanism* (:func:`_with_mechanism`), where the outcomes' effective rank measures the
+       implicit bias.
     6. Confirm over fresh seeds (:func:`~auditor.search.confirm.confirm`).
 
     Every decision is measured on retrained models; the screen only orders the search
     (which examples are candidates, which form the core).
     """
-    n = context.n
     order = order_of(context)
-    # (1) prefix search: doubling sizes; the knee undoes half the harm
     full, errors, best, details = prefix_search(context, oracle, order)
     if "reason" in details:                                                 # nothing to search for
         return finish([], screen_scores(context), context, oracle, details)
+    order, knee, reach, controls, pool = _where(context, oracle, order, full, errors, best, details)
+    core = _pick_core(context, oracle, controls, pool, reach, best, full, details)
+    candidates = order[~mask_with(core.mask, controls)[order]]             # every example but the core and controls
+    limit = clean_limit(best, float(full.min()), BASE_SHARE)               # the clean base's level
+    band = max(math.log(limit / best), CLEAN_RATIO)
+    reserve = context.search_seeds * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))  # kept for the joint checks
+    tested, size, flagged, dense, group = 0, min(2 * knee, reach), [], True, 1
+    while True:
+        try:
+            tested, dense = _one_by_one(core, candidates, tested, size, reserve, dense)
+            new = [int(i) for i in candidates[tested:size]]
+            group = max(1, math.ceil(2 * len(new) * len(core.seeds) / max(oracle.left - reserve, 1)))
+            _in_groups(core, new, group, reserve, details)
+        except BudgetExhausted:
+            details["budget"] = "exhausted while testing: untested candidates are not flagged"
+        tested = size
+        flagged, used, clean = _judge(core, candidates[:tested], limit, band, details)
+        details.update(candidates=int(tested), group_size=group, weak_flagged=used)
+        if clean or size >= len(candidates) or "budget" in details:
+            break
+        size = min(2 * size, len(candidates))
+    flagged = _with_mechanism(core, candidates[:tested], flagged, details)
+    return finish(flagged, _scores(core, flagged), context, oracle, details)
+
+
+def _where(context: Context, oracle: Oracle, order: np.ndarray, full: np.ndarray, errors: dict[int, np.ndarray],
+           best: float, details: dict) -> tuple[np.ndarray, int, int, list[int], np.ndarray]:
+    """Where the harm is: the order the search follows, its knee, its reach, the controls and
+    the pool the cores are drawn from.
+
+    The prefix search (:func:`~auditor.search.common.prefix_search`) removed growing prefixes
+    of the screen order (most suspicious first) and the harm gate opened; the knee is the
+    smallest prefix that undoes at least half of the harm (in log error). Where the order
+    combines several screens, each screen's own order is tried below that knee, and the
+    search follows the one whose knee is least (:func:`~auditor.search.common.sharpest_order`).
+    The first candidates are the first twice-the-knee examples of the order: the margin holds
+    weaker poisons that the screen ranks later; the reach, four times the knee, at most half
+    of the set, bounds the first rounds and where the core comes from.
+
+    The controls and the core are seeded random samples of the examples beyond every candidate
+    the search may reach (:func:`controls_and_pool`): random, so that they are typical (the
+    screen's least suspicious tail holds the smallest, least informative sequences, on which a
+    model does not learn to extrapolate); drawn from the indices, not the screen's order, so
+    that a reordering beyond ``reach`` draws the same core (measured on a clean set, n = 300:
+    screens that differed only in their checkpoints' spacing drew another core from the same
+    292 examples, and that core's audit flagged 5 examples). Where the search follows one
+    screen's order, they lie beyond the combined order's reach too, where that leaves room.
+    """
+    n = context.n
     half = max(math.sqrt(best * float(full.min())), best)                  # (the gate tested fresh seeds)
     combined, reach_combined = order, min(4 * min(s for s, e in errors.items() if e.max() <= half), n // 2)
     name, order, errors = sharpest_order(context, oracle, order, errors, half)   # the order the search follows
     knee = min(s for s, e in errors.items() if e.max() <= half)
-    details.update(knee=int(knee), order=name)
-
-    # (2) the controls and the core: seeded random samples of the examples beyond every
-    # candidate the search may reach (twice the first candidates); random, so that they are
-    # typical (the screen's least suspicious tail holds the smallest, least informative
-    # sequences, on which a model does not learn to extrapolate); drawn from the indices, not
-    # the screen's order, so that a reordering beyond ``reach`` draws the same core (measured
-    # on a clean set, n = 300: screens that differed only in their checkpoints' spacing drew
-    # another core from the same 292 examples, and that core's audit flagged 5 examples).
-    # Where the search follows one screen's order (:func:`sharpest_order`), they lie beyond
-    # the combined order's reach too, where that leaves room for them
     reach = min(4 * knee, n // 2)                                           # at least half the set stays out
-    details["reach_combined"] = reach_combined
+    details.update(knee=int(knee), order=name, reach_combined=reach_combined)
     controls, pool = controls_and_pool(context, order[reach:], combined[:reach_combined])
-    # every test runs under each search seed when the budget has room for testing all the
-    # candidates the search may reach that way (on one core), else under the first
+    return order, knee, reach, controls, pool
+
+
+@dataclass
+class _Core:
+    """A core and what the tests on it measured.
+
+    ``harm`` (S, n) holds each tested example's log error ratio to the reference (its group's
+    while it was not tested alone; NaN where untested), ``rise`` (S, n) its rise of the
+    mechanism's statistic over the controls' centre, ``alone`` (n,) which were tested alone;
+    ``tau`` (S,) is the threshold of the clearly harmful, ``weak`` (S,) the level of the
+    weaker candidates; ``mechanism`` is (the statistic's name, centre (S,), band (S,)) or None.
+    """
+
+    context: Context
+    oracle: Oracle
+    seeds: list[int]
+    controls: list[int]
+    pool: np.ndarray
+    mask: np.ndarray
+    error: np.ndarray
+    harm: np.ndarray
+    tau: np.ndarray
+    weak: np.ndarray
+    mechanism: tuple[str, np.ndarray, np.ndarray] | None
+    rise: np.ndarray
+    alone: np.ndarray
+
+    def test(self, groups: list[list[int]], threshold: np.ndarray, reserve: int | None = None) -> list[list[int]]:
+        """:func:`_test` of ``groups`` on this core; returns the groups left whole."""
+        return _test(self.oracle, self.seeds, self.mask, self.error, groups, self.harm, threshold, self.alone,
+                     reserve, rise=self.rise, mechanism=self.mechanism)
+
+    def past_tau(self, examples) -> np.ndarray:
+        """Whether each of the ``examples`` did harm past the threshold under every seed."""
+        return (self.harm[:, examples] > self.tau[:, None]).all(axis=0)
+
+    def past_weak(self, g: list[int]) -> bool:
+        """Whether the group g did more harm than the weaker candidates' level under some seed."""
+        return bool((self.harm[:, g[0]] > self.weak).any())
+
+    def shows(self, i: int) -> bool:
+        """Whether example i (or the smallest group it was tested in) raised the core's rank
+        past the band under every seed (false where that was not measured)."""
+        return bool((self.rise[:, i] > self.mechanism[2]).all())
+
+    def poison_like(self, i: int) -> bool:
+        """``shows(i)``, or true where there is no mechanism or it was not measured."""
+        return self.mechanism is None or bool(np.isnan(self.rise[:, i]).all()) or self.shows(i)
+
+
+def _pick_core(context: Context, oracle: Oracle, controls: list[int], pool: np.ndarray, reach: int,
+               best: float, full: np.ndarray, details: dict) -> _Core:
+    """A core of ``CORE_SIZE`` examples of the pool, so that one added example holds a large
+    share of its training set, with the controls' harms measured on it.
+
+    Every test runs under each search seed when the budget has room for testing all the
+    candidates the search may reach that way (on one core), else under the first. A candidate
+    is clearly harmful (``tau``) if the core with it is not clean (its log error lies more
+    than ``CLEAN_SHARE`` of the way from the clean level to the full set's error, the rule
+    that judges every set clean) and it does more harm than every control. The clean level is
+    the reference's error or, where a core sits below it, the lowest error of the prefix
+    search (measured on a set of n = 500: a core at 0.0084, whose own third of the way ended
+    at 0.039, took 17 clean examples that each raised its error 4.7-fold or more, while the
+    clean examples alone had 0.09 over 32 seeds). A core that a control already leaves
+    unclean is fragile (it sits where any addition tips the training into a worse mode): up
+    to ``CORE_DRAWS`` cores are drawn, and the first that every control leaves clean is kept
+    (else the least fragile). The weaker candidates' level is the controls' largest harm, at
+    least ``MIN_EFFECT``.
+    """
     k = context.search_seeds
     seeds = [context.seed + j for j in range(k if k * (2 + len(controls) + reach) <= oracle.left else 1)]
-
-    # a candidate is harmful if the core with it is not clean (its log error lies more than
-    # CLEAN_SHARE of the way from the clean level, the reference's or the best prefix's if
-    # higher, to the full set's) and it does more harm than every control. A core that a
-    # control already leaves unclean is fragile (it sits where any addition tips the training
-    # into a worse mode): up to CORE_DRAWS cores are drawn, and the first that every control
-    # leaves clean is kept (else the least fragile).
-    def draw(d: int) -> np.ndarray:
-        return draw_core(context, pool, d)
-
     draws = []
     for d in range(CORE_DRAWS):
-        core = draw(d)
+        core = draw_core(context, pool, d)
         core_error, harm = core_reference(oracle, context, seeds, core, controls)     # (S,), (S, n)
         anchor = np.maximum(core_error, best)                                  # (S,) the clean level
         unclean = np.maximum(np.log(clean_limit(anchor, full[:len(seeds)]) / core_error), 0.0)  # (S,)
@@ -172,110 +213,121 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     tau = np.maximum(unclean, null.max(axis=1)) if controls else unclean    # (S,)
     details.update(core_size=int(core.sum()), core_error=float(core_error.max()), core_draws=len(draws),
                    test_seeds=len(seeds), control_harms=np.round(null, 4).tolist(), threshold=tau.tolist())
-
-    # the candidates, in screen order: every example but the core and the controls (the first
-    # ``reach`` of the order hold neither). Beyond ``reach`` the search goes on, doubling, while
-    # the rest is not clean and the budget lasts: the screen orders the search, it never caps it
-    drawn = core.copy()
-    drawn[controls] = True
-    candidates = order[~drawn[order]]
-
-    def replicate(weaker: list[int]) -> list[int]:
-        """The weaker candidates whose harm replicates on a second random core (on small
-        sets it shares most of the first's examples), under the last search seed: more
-        than every control's there and ``MIN_EFFECT``; most harmful first (least harm
-        over both cores)."""
-        seed = [context.seed + k - 1]
-        second = draw(CORE_DRAWS)
-        second_error, again = core_reference(oracle, context, seed, second, controls)
-        _test(oracle, seed, second, second_error, [[i] for i in weaker], again, np.full(1, np.inf))
-        level = max(float(np.max(again[0, controls], initial=0.0)), MIN_EFFECT)
-        kept = [i for i in weaker if again[0, i] > level]
-        details.update(replicated=f"{len(kept)} of {len(weaker)}", second_core_error=float(second_error[0]))
-        return sorted(kept, key=lambda i: -min(harm[:, i].min(), again[0, i]))
-
-    # (3) + (4) test candidates in screen order; flag those past the threshold and, while
-    # the rest is not clean without them, the fewest of the weaker ones that make it clean;
-    # double the candidates while the rest is not clean
     weak = np.maximum(null.max(axis=1) if controls else 0.0, MIN_EFFECT)      # (S,)
-    limit = clean_limit(best, float(full.min()), BASE_SHARE)              # the clean base's level
-    # the poisons' mechanism on the core (where the rank measures the implicit bias): how far an
-    # addition raises the effective rank above the controls' median, against the controls' band
-    rise = np.full((len(seeds), n), np.nan)                                 # (S, n)
     mechanism = None
     if context.mechanism is not None and controls:
         mechanism = (context.mechanism,
                      *rank_band_of(errors_of(oracle, [mask_with(core, [c]) for c in controls], context,
                                              seeds=seeds, rank=True)))
+    return _Core(context, oracle, seeds, controls, pool, core, core_error, harm, tau, weak, mechanism,
+                 rise=np.full((len(seeds), context.n), np.nan), alone=np.zeros(context.n, bool))
 
-    def shows(i: int) -> bool:
-        """Whether example i (or the smallest group it was tested in) raised the core's rank
-        past the band under every seed (false where that was not measured)."""
-        return bool((rise[:, i] > mechanism[2]).all())
 
-    def poison_like(i: int) -> bool:
-        """``shows(i)``, or true where there is no mechanism or it was not measured."""
-        return mechanism is None or bool(np.isnan(rise[:, i]).all()) or shows(i)
-    reserve = k * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))   # room kept for the joint checks
-    alone = np.zeros(n, bool)                                               # tested alone on the core
+def _one_by_one(core: _Core, candidates: np.ndarray, tested: int, size: int, reserve: int,
+                dense: bool) -> tuple[int, bool]:
+    """Test the candidates from ``tested`` on one at a time, ``CHUNK`` at a time, up to ``size``,
+    for as long as at least ``DENSE`` of the last chunk did harm past the threshold; returns
+    how many are tested and whether the harm is still dense. Where harm is that dense, groups
+    are nearly all harmful and splitting them costs more than single tests (measured: 80
+    poisons in 1000, half of the order's first 152, as when one screen ranks them first and
+    the others interleave their own picks; groups of six ran out of trials and nothing was
+    flagged, one by one all 80 were, within 226 trials)."""
+    while dense and tested < size:
+        stop = min(size, tested + CHUNK, tested + (core.oracle.left - reserve) // len(core.seeds))
+        new = [int(i) for i in candidates[tested:stop]]
+        if not new:
+            raise BudgetExhausted
+        core.test([[i] for i in new], core.tau)
+        tested += len(new)
+        dense = bool(core.past_tau(new).mean() >= DENSE)
+    return tested, dense
 
-    def past_tau(examples) -> np.ndarray:
-        """Whether each of the ``examples`` did harm past the threshold under every seed."""
-        return (harm[:, examples] > tau[:, None]).all(axis=0)
 
-    def past_weak(g: list[int]) -> bool:
-        """Whether the group g did more harm than the weaker candidates' level under some seed."""
-        return bool((harm[:, g[0]] > weak).any())
+def _in_groups(core: _Core, new: list[int], group: int, reserve: int, details: dict) -> None:
+    """Test ``new`` in groups of ``group``, splitting toward the clearly harmful first, then
+    toward the weaker ones, while the ``reserve`` allows. A group the budget leaves whole is not
+    flagged (measured: groups of five clean examples moved a core's error up to e^1.9-fold,
+    beyond the threshold, where one control moved it at most e^0.02-fold). Where the outcomes
+    measure the mechanism, only groups that raised it under some seed are split: a group
+    without it holds no poison, and splitting it spends the budget on clean examples (measured
+    on a set of n = 1000 with 50 poisons: budget exhausted with a poison in a group left whole,
+    and the 6 clean examples flagged beside the others, unflagged for want of the mechanism,
+    put their harm back: 1.68x the clean-only error; with the rank guiding the splits, 49 of
+    50 and 1.04x)."""
+    whole = core.test([new[i:i + group] for i in range(0, len(new), group)], core.tau, reserve)
+    whole = core.test(list(filter(core.past_weak, whole)), core.weak, reserve)
+    if any(map(core.past_weak, whole)):
+        details["budget"] = ("exhausted while testing: harmful groups left whole are not flagged (an "
+                             "example is flagged on its own harm)")
 
-    tested, size, flagged, dense, group = 0, min(2 * knee, reach), [], True, 1
-    while True:
-        try:
-            while dense and tested < size:      # one by one, a chunk at a time, while the harm is dense
-                stop = min(size, tested + CHUNK, tested + (oracle.left - reserve) // len(seeds))
-                new = [int(i) for i in candidates[tested:stop]]
-                if not new:
-                    raise BudgetExhausted
-                _test(oracle, seeds, core, core_error, [[i] for i in new], harm, tau, alone, rise=rise,
-                      mechanism=mechanism)
-                tested += len(new)
-                dense = bool(past_tau(new).mean() >= DENSE)
-            new = [int(i) for i in candidates[tested:size]]
-            group = max(1, math.ceil(2 * len(new) * len(seeds) / max(oracle.left - reserve, 1)))
-            # split toward the clearly harmful first, then toward the weaker ones
-            whole = _test(oracle, seeds, core, core_error, [new[i:i + group] for i in range(0, len(new), group)],
-                          harm, tau, alone, reserve, rise=rise, mechanism=mechanism)
-            whole = _test(oracle, seeds, core, core_error, list(filter(past_weak, whole)), harm, weak, alone, reserve,
-                          rise=rise, mechanism=mechanism)
-            if any(map(past_weak, whole)):
-                details["budget"] = ("exhausted while testing: harmful groups left whole are not flagged (an "
-                                     "example is flagged on its own harm)")
-        except BudgetExhausted:
-            details["budget"] = "exhausted while testing: untested candidates are not flagged"
-        tested = size
-        clear = alone & past_tau(slice(None))                               # (n,) harmful on their own
-        strong = [int(i) for i in candidates[:tested] if clear[i]]
-        weaker = [int(i) for i in candidates[:tested]
-                  if harm[:, i].mean() > weak.mean() and not clear[i] and poison_like(int(i))]
-        try:
-            flagged, used, clean = _least_to_remove(oracle, context, strong, lambda: replicate(weaker),
-                                                    limit, max(math.log(limit / best), CLEAN_RATIO), pool, details)
-        except BudgetExhausted:
-            details.setdefault("budget", "exhausted during the joint check: only the clearly harmful are flagged")
-            flagged, used, clean = sorted(strong), 0, False
-        details.update(candidates=int(tested), group_size=group, weak_flagged=used)
-        if clean or size >= len(candidates) or "budget" in details:
-            break
-        size = min(2 * size, len(candidates))
 
-    if mechanism is not None:                                               # (5) the poisons' mechanism
-        shown = [int(i) for i in candidates[:tested] if alone[i] and shows(int(i)) and harm[:, i].mean() > MIN_EFFECT]
-        details["without_mechanism"] = [i for i in flagged if not poison_like(i)]
-        flagged = sorted({i for i in flagged if poison_like(i)} | set(shown))
-    low = np.fmin.reduce(harm, axis=0)                                      # (n,) least harm over seeds
+def _judge(core: _Core, tested: np.ndarray, limit: float, band: float,
+           details: dict) -> tuple[list[int], int, bool]:
+    """The flagged set among the ``tested`` candidates, how many weaker ones it holds, and
+    whether the rest is clean without it (:func:`_least_to_remove`).
+
+    The clearly harmful are those tested alone that passed the threshold under every seed. If
+    the rest is not back near the clean level (``BASE_SHARE`` of the way from the lowest error
+    without a prefix to the full set's, as group testing's clean base), the weaker candidates
+    may join: those that do more harm than every control and ``MIN_EFFECT``, in the mean over
+    the seeds (the training's error is bimodal: a poison may leave the core in its good mode
+    under one seed), and again on a second random core (:func:`_replicate`), if removing all
+    of them beats removing as many random examples by more than the clean band, and by at
+    least ``CLEAN_RATIO``, in the mean over the seeds too (measured on a clean set, n = 200:
+    nine clean examples whose joint removal lowered the error 1.45x beyond random removals,
+    where the band was 1.26x, were flagged and confirmed).
+    """
+    clear = core.alone & core.past_tau(slice(None))                        # (n,) harmful on their own
+    strong = [int(i) for i in tested if clear[i]]
+    weaker = [int(i) for i in tested
+              if core.harm[:, i].mean() > core.weak.mean() and not clear[i] and core.poison_like(int(i))]
+    try:
+        return _least_to_remove(core.oracle, core.context, strong, lambda: _replicate(core, weaker, details),
+                                limit, band, core.pool, details)
+    except BudgetExhausted:
+        details.setdefault("budget", "exhausted during the joint check: only the clearly harmful are flagged")
+        return sorted(strong), 0, False
+
+
+def _replicate(core: _Core, weaker: list[int], details: dict) -> list[int]:
+    """The weaker candidates whose harm replicates on a second random core (on small sets it
+    shares most of the first's examples), under the last search seed: more than every
+    control's there and ``MIN_EFFECT``; most harmful first (least harm over both cores)."""
+    context = core.context
+    seed = [context.seed + context.search_seeds - 1]
+    second = draw_core(context, core.pool, CORE_DRAWS)
+    second_error, again = core_reference(core.oracle, context, seed, second, core.controls)
+    _test(core.oracle, seed, second, second_error, [[i] for i in weaker], again, np.full(1, np.inf))
+    level = max(float(np.max(again[0, core.controls], initial=0.0)), MIN_EFFECT)
+    kept = [i for i in weaker if again[0, i] > level]
+    details.update(replicated=f"{len(kept)} of {len(weaker)}", second_core_error=float(second_error[0]))
+    return sorted(kept, key=lambda i: -min(core.harm[:, i].min(), again[0, i]))
+
+
+def _with_mechanism(core: _Core, tested: np.ndarray, flagged: list[int], details: dict) -> list[int]:
+    """Where the outcomes' effective rank measures the implicit bias: a flagged example stays
+    flagged only if it, or the smallest group it was tested in, raised the core's effective
+    rank beyond what every control did under every seed (:func:`~auditor.search.common.rank_band_of`;
+    no training); and a candidate tested alone that raised it so and did more harm than
+    ``MIN_EFFECT`` in the mean over the seeds is flagged even under the unclean threshold
+    (measured, n = 160 and 900: the last poison left the rest clean under the search seeds and
+    4.3x and 1.5x the clean-only error over 32 evaluation seeds; with it flagged, 5 of 5 and
+    36 of 36). Only the weaker candidates that show it may join in :func:`_judge`."""
+    if core.mechanism is None:
+        return flagged
+    shown = [int(i) for i in tested if core.alone[i] and core.shows(int(i)) and core.harm[:, i].mean() > MIN_EFFECT]
+    details["without_mechanism"] = [i for i in flagged if not core.poison_like(i)]
+    return sorted({i for i in flagged if core.poison_like(i)} | set(shown))
+
+
+def _scores(core: _Core, flagged: list[int]) -> np.ndarray:
+    """Each example's least harm over the seeds (the lowest where untested), ties broken by
+    the screen, the flagged first."""
+    low = np.fmin.reduce(core.harm, axis=0)                                 # (n,) least harm over seeds
     scores = np.where(np.isnan(low), np.nanmin(low) if np.isfinite(low).any() else 0.0, low)
-    scores = scores + 1e-6 * rank01(screen_scores(context))                # tie-break by the screen
+    scores = scores + 1e-6 * rank01(screen_scores(core.context))           # tie-break by the screen
     scores[flagged] += 1.0 + max(float(np.nanmax(scores)), 0.0)            # flagged rank first
-    return finish(flagged, scores, context, oracle, details)
+    return scores
 
 
 def controls_and_pool(context: Context, beyond: np.ndarray, reached: np.ndarray) -> tuple[list[int], np.ndarray]:
