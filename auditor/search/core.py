@@ -53,8 +53,8 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     1. *Where the harm is* (:func:`_where`): the prefix search and the harm gate, the
        order followed, its knee and how far the candidates reach.
     2. *A core and controls* (:func:`_pick_core`), drawn at random from beyond the reach.
-    3. *Tests* (:func:`_test_candidates`): each candidate added to the core, alone where
-       harm is dense, else in groups split while harmful.
+    3. *Tests*: each candidate added to the core (:func:`_test`), one at a time while harm is
+       dense (:func:`_one_by_one`), else in groups split while harmful (:func:`_in_groups`).
     4. *Joint check* (:func:`_judge`): the clearly harmful, and the fewest weaker ones that
        leave the rest clean; while the rest is not clean, the candidates double, past the
        reach too: the screen orders the candidates, it does not cap them (a poison the

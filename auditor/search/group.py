@@ -77,11 +77,11 @@ def _clean_base(context: Context, oracle: Oracle, order: np.ndarray, full: np.nd
     """The removed examples R (the order's first), the base's mask (n,) and its errors (seeds,).
 
     The prefix search (:func:`~auditor.search.common.prefix_search`) removed growing prefixes
-    of the screen order and the harm gate opened; the base is what is left without the
-    smallest prefix whose removal brings the error near the best level seen (``BASE_SHARE``),
-    of the combined order or of the screen's own order that reaches it soonest
-    (:func:`~auditor.search.common.sharpest_order`), found to within a finer pass below the
-    first doubling size that does.
+    of the screen order and the harm gate (:func:`~auditor.search.gate.harm_gate`) opened;
+    the base is what is left without the smallest prefix whose removal brings the error near
+    the best level seen (``BASE_SHARE``), of the combined order or of the screen's own order
+    that reaches it soonest (:func:`~auditor.search.common.sharpest_order`), found to within
+    a finer pass below the first doubling size that does.
     """
     n = context.n
     clean_level = max(clean_limit(best, float(full.min()), BASE_SHARE), best)   # (the gate tested fresh seeds)
