@@ -173,6 +173,21 @@ def report_json_schema() -> dict:
     return Report.model_json_schema()
 
 
+def same_schema(a: Any, b: Any) -> bool:
+    """Whether two JSON schemas say the same, up to keywords written at their JSON Schema
+    default (``"additionalProperties": true``, which newer pydantic writes for open objects
+    and older pydantic leaves out)."""
+    return _without_defaults(a) == _without_defaults(b)
+
+
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if not (k == "additionalProperties" and v is True)}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def report_json_schema_text() -> str:
     """The schema as the text of ``docs/report.schema.json``."""
     return json.dumps(report_json_schema(), indent=2, sort_keys=True) + "\n"
