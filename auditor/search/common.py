@@ -76,70 +76,101 @@ def without_controls(oracle: Oracle, context: Context, mask: np.ndarray, stream:
     return errors_of(oracle, [mask & (np.arange(context.n) != c) for c in controls], context, rank=rank)
 
 
-def prefix_search(context: Context, oracle: Oracle,
-                  order: np.ndarray) -> tuple[np.ndarray, dict, float, dict]:
-    """Errors with all data (seeds,) and without each doubling prefix of ``order`` and its
-    first half ({size: (seeds,)}), the best prefix error, and the details;
-    ``details["reason"]`` is set when the harm gate (:func:`auditor.search.gate.harm_gate`)
-    stays shut: removing the best prefix did not lower the error by the margin, against all
-    data and against random removals of its size, on fresh seeds (nothing to search for).
-    The half is searched too because a screen may rank the poisons anywhere in it (measured:
-    poisons with their energy on the last position, which the gamma0 screens do not see, all
-    lay in the first 225 of 450, 3 beyond the first 128)."""
+def search_orders(context: Context) -> dict[str, np.ndarray]:
+    """The orders the prefix search removes prefixes of: ``combined`` (:func:`order_of`) and,
+    where several screens order the search, each screen's own (:func:`followed_order`)."""
+    names = [name for name, _ in context.screens] if len(context.screens) > 1 else []
+    return {"combined": order_of(context), **{name: followed_order(context, name) for name in names}}
+
+
+def prefix_sizes(n: int, *, step: int) -> list[int]:
+    """The prefix sizes searched: the powers of ``step`` (1 excluded where ``step`` > 2)
+    below half the set, and half the set."""
+    half = max(n // 2, 1)
+    powers = [step ** i for i in range(0 if step == 2 else 1, int(math.log(half, step)) + 2)]
+    return sorted({s for s in powers if s < half} | {half})
+
+
+def knee_of(errors: dict[int, np.ndarray], level: float) -> int | None:
+    """The least prefix size whose removal brings the error to ``level`` under every seed (None if none does)."""
+    return min((s for s, e in errors.items() if e.max() <= level), default=None)
+
+
+def prefix_search(context: Context, oracle: Oracle) -> tuple[np.ndarray, dict, dict, float, dict]:
+    """Errors with all data (seeds,), the search orders ({name: (n,)}, :func:`search_orders`),
+    the errors without their prefixes ({name: {size: (seeds,)}}), the best prefix error, and
+    the details; ``details["reason"]`` is set when the harm gate
+    (:func:`auditor.search.gate.harm_gate`) stays shut: removing the best prefix did not lower
+    the error by the margin, against all data and against random removals of its size, on
+    fresh seeds (nothing to search for).
+
+    The combined order's prefixes double, and its first half is searched too, because a
+    screen may rank the poisons anywhere in it (measured: poisons with their energy on the
+    last position, which the gamma0 screens do not see, all lay in the first 225 of 450, 3
+    beyond the first 128). Each screen's own prefixes grow fourfold (4, 16, 64, ... and the
+    half; :func:`sharpest_order` refines them), because the combined order, each example's
+    highest rank over the screens, dilutes one screen's picks with the others': on a set
+    with label noise (n = 202, 11 poisons) gamma0 ranked all the poisons in its first 16,
+    and removing them lowered the error 50-fold, where no prefix of the combined order
+    (its first 32 held them all and 21 clean examples that the model needs) lowered it below
+    0.7-fold, so a gate on the combined order alone stayed shut."""
     n = context.n
     full = errors_of(oracle, [np.ones(n, bool)], context)[0]
-    sizes = sorted({2 ** i for i in range(int(math.log2(max(n // 2, 1))) + 1)} | {max(n // 2, 1)})
-    errors = dict(zip(sizes, errors_of(oracle, [mask_without(n, order[:s]) for s in sizes], context)))
-    best = min(e.max() for e in errors.values())
-    gate = harm_gate(context, oracle, order, errors)
+    orders = search_orders(context)
+    sized = {name: prefix_sizes(n, step=2 if name == "combined" else 4) for name in orders}
+    pairs = [(name, s) for name in orders for s in sized[name]]
+    measured = errors_of(oracle, [mask_without(n, orders[name][:s]) for name, s in pairs], context)
+    errors: dict[str, dict[int, np.ndarray]] = {name: {} for name in orders}
+    for (name, s), e in zip(pairs, measured):
+        errors[name][s] = e
+    best = min(e.max() for by_size in errors.values() for e in by_size.values())
+    gate = harm_gate(context, oracle, orders, errors)
     details = {"full_error": float(full.max()),
-               "prefix_errors": {int(s): float(e.max()) for s, e in errors.items()}, "gate": gate}
+               "prefix_errors": {name: {int(s): float(e.max()) for s, e in by_size.items()}
+                                 for name, by_size in errors.items()}, "gate": gate}
     if not gate["open"]:
-        details["reason"] = (f"removing the screen's {gate['size']} most suspicious examples did not lower the error "
-                             f"by more than 20%, both against all data and against removing as many random "
-                             f"examples, at level {context.alpha:g} over {len(gate['seeds'])} fresh seeds "
-                             f"(p = {gate['p_value']:.3g} and {gate['p_value_vs_random']:.3g})")
-    return full, errors, best, details
+        details["reason"] = (f"removing the {gate['size']} examples the {gate['order']} order ranks most suspicious "
+                             f"did not lower the error by more than 20%, both against all data and against "
+                             f"removing as many random examples, at level {context.alpha:g} over "
+                             f"{len(gate['seeds'])} fresh seeds (p = {gate['p_value']:.3g} and "
+                             f"{gate['p_value_vs_random']:.3g})")
+    return full, orders, errors, best, details
 
 
-def sharpest_order(context: Context, oracle: Oracle, order: np.ndarray, errors: dict[int, np.ndarray],
+def sharpest_order(context: Context, oracle: Oracle, orders: dict[str, np.ndarray],
+                   errors: dict[str, dict[int, np.ndarray]],
                    level: float) -> tuple[str, np.ndarray, dict[int, np.ndarray]]:
     """The order whose prefixes concentrate the harm soonest, chosen by measurement.
 
-    The search order combines the screens (each example's highest rank over them), so a
-    screen that ranks clean examples first pushes the poisons another screen ranks first
-    down the combined order: with four screens, the prefix that holds them may be up to
-    four times as long. Each screen's own order is therefore tried too, below the combined
-    order's first prefix size whose removal brings the error to ``level`` under every search
-    seed: at half of it, and halving again while its prefix still does (all screens one
-    size at a time, so that a screen that falls short costs ``search_seeds`` trials). The
-    order kept is the one with the least such size (the lowest mean log error breaks ties;
-    the combined order wins a tie), so a weak screen costs trials, not the search's reach
-    (measured: a set of n = 1000 whose 82 poisons the isolation forest ranks behind decoys
-    that it ranks first, where the combined knee reached 256).
+    Each order's knee is the least prefix size whose removal brings the error to ``level``
+    under every search seed, refined below the least such measured size by halving while the
+    halved prefix still does (all orders one size at a time, so that an order that falls
+    short costs ``search_seeds`` trials). The order kept is the one with the least knee (the
+    lowest mean log error there breaks ties; the combined order wins a tie), so a weak
+    screen costs trials, not the search's reach (measured: a set of n = 1000 whose 82 poisons
+    the isolation forest ranks behind decoys that it ranks first, where the combined knee
+    reached 256). ``level`` is at least the best prefix error, so some order reaches it.
 
-    Returns the order's name (``combined`` or the screen's), the order (n,) and the
-    errors without its prefixes ({size: (search seeds,)}; ``errors`` for the combined one).
+    Returns the order's name (``combined`` or the screen's), the order (n,) and the errors
+    without its prefixes ({size: (search seeds,)}), ``errors`` updated in place.
     """
-    size = min(s for s, e in errors.items() if e.max() <= level)
-    found = {name: (followed_order(context, name), {}) for name, _ in context.screens} \
-        if len(context.screens) > 1 else {}
-    live, s = list(found), size // 2
-    while live and s >= 1:
-        measured = errors_of(oracle, [mask_without(context.n, found[name][0][:s]) for name in live], context)
-        passed = [(name, e) for name, e in zip(live, measured) if e.max() <= level]
-        for name, e in passed:
-            found[name][1][s] = e
-        live, s = [name for name, _ in passed], s // 2
+    knees = {name: knee_of(by_size, level) for name, by_size in errors.items()}
+    live = [name for name, knee in knees.items() if knee is not None and knee > 1]
+    while live:
+        asked = [name for name in live if knees[name] // 2 not in errors[name]]
+        measured = errors_of(oracle, [mask_without(context.n, orders[name][:knees[name] // 2]) for name in asked],
+                             context)
+        for name, e in zip(asked, measured):
+            errors[name][knees[name] // 2] = e
+        passed = [name for name in live if errors[name][knees[name] // 2].max() <= level]
+        for name in passed:
+            knees[name] //= 2
+        live = [name for name in passed if knees[name] > 1]
 
     def rank(name: str) -> tuple[int, float]:
-        least = min(found[name][1])
-        return least, float(np.log(found[name][1][least]).mean())
-    better = [name for name in found if found[name][1]]
-    if not better:
-        return "combined", order, errors
-    name = min(better, key=rank)
-    return name, found[name][0], found[name][1]
+        return knees[name], float(np.log(errors[name][knees[name]]).mean())
+    name = min((name for name in orders if knees[name] is not None), key=rank)
+    return name, orders[name], errors[name]
 
 
 def rank_band_of(controls: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,9 +23,9 @@ from auditor.search.common import (
     errors_of,
     finish,
     first_passing,
+    knee_of,
     mask_with,
     mask_without,
-    order_of,
     prefix_search,
     rank01,
     rank_band_of,
@@ -66,13 +66,12 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     Every decision is measured on retrained models; the screen only orders the search
     (which examples are candidates, which form the core).
     """
-    order = order_of(context)
-    full, errors, best, details = prefix_search(context, oracle, order)
+    full, orders, errors, best, details = prefix_search(context, oracle)
     if "reason" in details:                                                 # nothing to search for
         return finish([], screen_scores(context), context, oracle, details)
-    order, knee, reach, controls, pool = _where(context, oracle, order, full, errors, best, details)
+    order, knee, reach, controls, pool = _where(context, oracle, orders, full, errors, best, details)
     core = _pick_core(context, oracle, controls, pool, reach, best, full, details)
-    candidates = order[~mask_with(core.mask, controls)[order]]             # every example but the core and controls
+    candidates = _candidates(order, orders["combined"], min(2 * knee, reach), core.mask, controls)
     limit = clean_limit(best, float(full.min()), BASE_SHARE)               # the clean base's level
     band = max(math.log(limit / best), CLEAN_RATIO)
     reserve = context.search_seeds * (2 + NULL_DRAWS + math.ceil(math.log2(reach + 1)))  # kept for the joint checks
@@ -95,19 +94,19 @@ def core_testing(context: Context, oracle: Oracle) -> Verdict:
     return finish(flagged, _scores(core, flagged), context, oracle, details)
 
 
-def _where(context: Context, oracle: Oracle, order: np.ndarray, full: np.ndarray, errors: dict[int, np.ndarray],
-           best: float, details: dict) -> tuple[np.ndarray, int, int, list[int], np.ndarray]:
+def _where(context: Context, oracle: Oracle, orders: dict[str, np.ndarray], full: np.ndarray,
+           errors: dict[str, dict[int, np.ndarray]], best: float,
+           details: dict) -> tuple[np.ndarray, int, int, list[int], np.ndarray]:
     """Where the harm is: the order the search follows, its knee, its reach, the controls and
     the pool the cores are drawn from.
 
     The prefix search (:func:`~auditor.search.common.prefix_search`) removed growing prefixes
-    of the screen order (most suspicious first) and the harm gate opened; the knee is the
-    smallest prefix that undoes at least half of the harm (in log error). Where the order
-    combines several screens, each screen's own order is tried below that knee, and the
-    search follows the one whose knee is least (:func:`~auditor.search.common.sharpest_order`).
+    of the search orders (most suspicious first) and the harm gate opened; an order's knee is
+    its smallest prefix that undoes at least half of the harm (in log error), and the search
+    follows the order whose knee is least (:func:`~auditor.search.common.sharpest_order`).
     The first candidates are the first twice-the-knee examples of the order: the margin holds
-    weaker poisons that the screen ranks later; the reach, four times the knee, at most half
-    of the set, bounds the first rounds and where the core comes from.
+    weaker poisons that the screen ranks later (:func:`_candidates`); the reach, four times
+    the knee, at most half of the set, bounds the first rounds and where the core comes from.
 
     The controls and the core are seeded random samples of the examples beyond every candidate
     the search may reach (:func:`controls_and_pool`): random, so that they are typical (the
@@ -120,13 +119,33 @@ def _where(context: Context, oracle: Oracle, order: np.ndarray, full: np.ndarray
     """
     n = context.n
     half = max(math.sqrt(best * float(full.min())), best)                  # (the gate tested fresh seeds)
-    combined, reach_combined = order, min(4 * min(s for s, e in errors.items() if e.max() <= half), n // 2)
-    name, order, errors = sharpest_order(context, oracle, order, errors, half)   # the order the search follows
-    knee = min(s for s, e in errors.items() if e.max() <= half)
+    name, order, followed = sharpest_order(context, oracle, orders, errors, half)   # the order the search follows
+    knee = knee_of(followed, half)
+    reach_combined = min(4 * (knee_of(errors["combined"], half) or n), n // 2)
     reach = min(4 * knee, n // 2)                                           # at least half the set stays out
     details.update(knee=int(knee), order=name, reach_combined=reach_combined)
-    controls, pool = controls_and_pool(context, order[reach:], combined[:reach_combined])
+    controls, pool = controls_and_pool(context, order[reach:], orders["combined"][:reach_combined])
     return order, knee, reach, controls, pool
+
+
+def _candidates(followed: np.ndarray, combined: np.ndarray, head: int, core: np.ndarray,
+                controls: list[int]) -> np.ndarray:
+    """Every example but the core and the controls, in the order they are tested: the
+    followed order's first ``head``, then the rest in the combined order.
+
+    The followed order was chosen because removing its prefixes repairs the set soonest,
+    which need not mean that its examples harm one by one: clean examples can carry the
+    harm that the poisons cause (measured on a set of n = 794 with 71 poisons at the last
+    position: removing trace_push's first 99, all clean, lowered the error to 0.05-0.06 under
+    5 of 6 seeds, from 0.10-0.18 with all data, while it ranked the poisons at 723-793; the
+    search followed it, found its first candidates harmless and ran out of budget before
+    reaching a poison). Beyond its head every screen has its share (the combined order takes
+    each example at its highest rank over the screens), so an order that leads the search
+    astray costs the tests of its head, not the search's recall."""
+    sequence = np.concatenate([followed[:head], combined])                  # (head + n,)
+    _, first = np.unique(sequence, return_index=True)
+    sequence = sequence[np.sort(first)]                                     # (n,) each example once
+    return sequence[~mask_with(core, controls)[sequence]]
 
 
 @dataclass

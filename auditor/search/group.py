@@ -21,7 +21,6 @@ from auditor.search.common import (
     first_passing,
     mask_with,
     mask_without,
-    order_of,
     prefix_search,
     rank01,
     rank_band_of,
@@ -53,11 +52,10 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     as clean only if it is clean under each of the ``search_seeds`` seeds (the training
     dynamics are sensitive to the start). The screen only orders step 1.
     """
-    order = order_of(context)
-    full, errors, best, details = prefix_search(context, oracle, order)
+    full, orders, errors, best, details = prefix_search(context, oracle)
     if "reason" in details:                                                 # nothing to search for
         return finish([], screen_scores(context), context, oracle, details)
-    removed, base_mask, base = _clean_base(context, oracle, order, full, errors, best, details)
+    removed, base_mask, base = _clean_base(context, oracle, orders, full, errors, best, details)
     added = _added_back(context, oracle, removed, base_mask, base, details)
     if context.mechanism is not None:
         flagged = _raised_rank(context, oracle, added, details)
@@ -72,20 +70,21 @@ def group_testing(context: Context, oracle: Oracle) -> Verdict:
     return finish(flagged, scores, context, oracle, details)
 
 
-def _clean_base(context: Context, oracle: Oracle, order: np.ndarray, full: np.ndarray, errors: dict,
-                best: float, details: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _clean_base(context: Context, oracle: Oracle, orders: dict[str, np.ndarray], full: np.ndarray,
+                errors: dict[str, dict[int, np.ndarray]], best: float,
+                details: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The removed examples R (the order's first), the base's mask (n,) and its errors (seeds,).
 
     The prefix search (:func:`~auditor.search.common.prefix_search`) removed growing prefixes
-    of the screen order and the harm gate (:func:`~auditor.search.gate.harm_gate`) opened;
+    of the search orders and the harm gate (:func:`~auditor.search.gate.harm_gate`) opened;
     the base is what is left without the smallest prefix whose removal brings the error near
-    the best level seen (``BASE_SHARE``), of the combined order or of the screen's own order
-    that reaches it soonest (:func:`~auditor.search.common.sharpest_order`), found to within
-    a finer pass below the first doubling size that does.
+    the best level seen (``BASE_SHARE``), of the order that reaches it soonest
+    (:func:`~auditor.search.common.sharpest_order`), found to within a finer pass below the
+    first measured size that does.
     """
     n = context.n
     clean_level = max(clean_limit(best, float(full.min()), BASE_SHARE), best)   # (the gate tested fresh seeds)
-    details["order"], order, errors = sharpest_order(context, oracle, order, errors, clean_level)
+    details["order"], order, errors = sharpest_order(context, oracle, orders, errors, clean_level)
     s_clean = min(s for s, e in errors.items() if e.max() <= clean_level)
     lo = s_clean // 2
     fine = _between(lo, s_clean, 7)

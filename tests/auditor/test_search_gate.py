@@ -11,7 +11,7 @@ def _gate(context, order, errors, error_of):
     outcomes = {}
     while True:
         try:
-            return harm_gate(context, Oracle(outcomes, budget=0), order, errors)
+            return harm_gate(context, Oracle(outcomes, budget=0), {"combined": order}, {"combined": errors})
         except NeedTrials as need:
             outcomes.update({t.key: Outcome(key=t.key, error=error_of(t.mask, t.seed), train_loss=0.0,
                                             converged=True, steps=1) for t in need.trials})

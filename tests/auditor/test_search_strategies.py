@@ -456,8 +456,7 @@ def test_the_search_starts_where_the_gate_finds_harm_under_bimodal_training():
     # seeds and to 0.025 under odd ones (1.8x and 18x below 0.45): the gate opens. Where
     # their removal lowers it by 1.1x only, less than the 20% an audit counts, it stays shut.
     from auditor.search.common import prefix_search
-    n = 50
-    order = np.arange(n)                               # the harmful ones are 0-3
+    n = 50                                             # the harmful ones are 0-3, ranked first
 
     def error_of(low):
         def error(mask, seed):
@@ -465,10 +464,44 @@ def test_the_search_starts_where_the_gate_finds_harm_under_bimodal_training():
         return error
 
     for low, searched in (((0.25, 0.025), True), ((0.41, 0.41), False)):
-        details = _answer(lambda oracle: prefix_search(Context(n=n, confirm_seeds=6), oracle, order),
-                          error_of(low))[3]
+        context = Context(n=n, screen=np.linspace(1, 0, n), confirm_seeds=6)
+        details = _answer(lambda oracle: prefix_search(context, oracle), error_of(low))[4]
         assert ("reason" not in details) == searched
         assert details["gate"]["open"] == searched
+
+
+def test_the_gate_opens_on_one_screens_prefix_where_the_combined_order_dilutes_it():
+    # Screen "a" ranks the 4 harmful examples (0-3) first; screen "b" ranks first 8 clean
+    # examples (4-11) that the model needs: without any of them the error is worse than with
+    # the harmful ones. The combined order interleaves both, so each of its prefixes that
+    # holds the harmful ones holds needed ones too and no removal of it helps; screen a's own
+    # first 4 lower the error 9-fold, and the gate tests them.
+    from auditor.search.common import prefix_search, sharpest_order
+    n = 60
+    a, b = np.linspace(1, 0, n), np.roll(np.linspace(1, 0, n), 4)
+    combined = np.maximum(a, b)                        # each example's highest rank
+
+    def error_of(mask, seed):
+        return 1.0 if not mask[4:12].all() else 0.45 if mask[:4].any() else 0.05
+
+    context = Context(n=n, screen=combined, screens=(("a", a), ("b", b)), confirm_seeds=6)
+    full, orders, errors, best, details = _answer(lambda oracle: prefix_search(context, oracle), error_of)
+    assert min(e.max() for e in errors["combined"].values()) >= 0.45     # no combined prefix helps
+    assert details["gate"]["open"] and (details["gate"]["order"], details["gate"]["size"]) == ("a", 4)
+    name, order, _ = _answer(lambda oracle: sharpest_order(context, oracle, orders, errors, 0.2), error_of)
+    assert name == "a" and set(order[:4]) == {0, 1, 2, 3}
+
+
+def test_candidates_follow_the_chosen_order_for_its_head_then_every_screen_in_turn():
+    # The followed order ranks 0..9 first (its head: 4); the combined order ranks 10.. first.
+    # After the head each example comes once, in the combined order, the core and controls left out.
+    from auditor.search.core import _candidates
+    n = 20
+    followed, combined = np.arange(n), np.roll(np.arange(n), -10)
+    core = np.zeros(n, bool)
+    core[[12, 13]] = True
+    got = _candidates(followed, combined, 4, core, [14])
+    assert got.tolist() == [0, 1, 2, 3, 10, 11, 15, 16, 17, 18, 19, 4, 5, 6, 7, 8, 9]
 
 
 def test_confirmation_needs_an_effect_that_matters():
@@ -617,8 +650,8 @@ def _decoyed_screens(n, harmful, decoys, seed):
 def test_the_search_follows_the_screen_whose_order_concentrates_the_harm(strategy):
     # 82 harmful examples among 1000; one screen ranks 300 clean decoys before them, so the
     # combined order (each example's highest rank) interleaves decoys with the harmful and
-    # its knee doubles. The search measures each screen's own order below that knee and
-    # follows the one that reaches it soonest: fewer examples to test, and with core tests
+    # its knee doubles. The search measures each screen's own order too and follows the one
+    # that reaches the knee's level soonest: fewer examples to test, and with core tests
     # every harmful example flagged within the default budget at n = 1000.
     from auditor.engine import _rank_max
     n = 1000
