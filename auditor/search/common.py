@@ -78,9 +78,21 @@ def without_controls(oracle: Oracle, context: Context, mask: np.ndarray, stream:
 
 def search_orders(context: Context) -> dict[str, np.ndarray]:
     """The orders the prefix search removes prefixes of: ``combined`` (:func:`order_of`) and,
-    where several screens order the search, each screen's own (:func:`followed_order`)."""
+    where several screens order the search, each screen's own (:func:`followed_order`).
+
+    The screens' own orders are searched only where all the prefixes together take at most
+    half the search budget: a budget the user set small leaves the rest of the search its
+    trials, and searches the combined order alone (as every budget did before the screens'
+    orders were added; the default budgets, at least 160, always hold them)."""
     names = [name for name, _ in context.screens] if len(context.screens) > 1 else []
-    return {"combined": order_of(context), **{name: followed_order(context, name) for name in names}}
+    orders = {"combined": order_of(context), **{name: followed_order(context, name) for name in names}}
+    cost = context.search_seeds * (1 + sum(len(prefix_sizes(context.n, step=_step(name))) for name in orders))
+    return orders if 2 * cost <= context.budget else {"combined": orders["combined"]}
+
+
+def _step(order: str) -> int:
+    """How fast the prefixes of ``order`` grow (see :func:`prefix_search`)."""
+    return 2 if order == "combined" else 4
 
 
 def prefix_sizes(n: int, *, step: int) -> list[int]:
@@ -117,7 +129,7 @@ def prefix_search(context: Context, oracle: Oracle) -> tuple[np.ndarray, dict, d
     n = context.n
     full = errors_of(oracle, [np.ones(n, bool)], context)[0]
     orders = search_orders(context)
-    sized = {name: prefix_sizes(n, step=2 if name == "combined" else 4) for name in orders}
+    sized = {name: prefix_sizes(n, step=_step(name)) for name in orders}
     pairs = [(name, s) for name in orders for s in sized[name]]
     measured = errors_of(oracle, [mask_without(n, orders[name][:s]) for name, s in pairs], context)
     errors: dict[str, dict[int, np.ndarray]] = {name: {} for name in orders}

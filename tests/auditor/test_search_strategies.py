@@ -504,6 +504,18 @@ def test_candidates_follow_the_chosen_order_for_its_head_then_every_screen_in_tu
     assert got.tolist() == [0, 1, 2, 3, 10, 11, 15, 16, 17, 18, 19, 4, 5, 6, 7, 8, 9]
 
 
+def test_the_screens_own_orders_are_searched_only_where_the_budget_holds_them_twice():
+    # n = 30 with two screens: the combined order's 5 prefix sizes, each screen's 2 and all
+    # data make 10 masks, 20 trials under two search seeds; the budget must hold 40.
+    from auditor.search.common import search_orders
+    rng = np.random.default_rng(0)
+    screens = (("a", rng.normal(size=30)), ("b", rng.normal(size=30)))
+    roomy, tight = (Context(n=30, budget=b, screen=screens[0][1], screens=screens) for b in (40, 39))
+    assert list(search_orders(roomy)) == ["combined", "a", "b"]
+    assert list(search_orders(tight)) == ["combined"]
+    assert (search_orders(tight)["combined"] == search_orders(roomy)["combined"]).all()
+
+
 def test_confirmation_needs_an_effect_that_matters():
     # Removing example 3 lowers the error by 10% under every seed, consistently: significant
     # against no effect, but not more than the 20% an audit counts.
