@@ -31,17 +31,23 @@ def test_kinds_hold_their_poisons_and_nothing_else():
 
 
 def _digest(arrays: dict) -> str:
+    """A hash of the arrays, their floats rounded to float32: the last bits of float64
+    arithmetic differ between CPUs (vectorized reductions add in another order), so a hash of
+    the float64 bytes pinned on one machine fails on another with the same code."""
     import hashlib
 
     h = hashlib.sha256()
     for key in sorted(arrays):
         v = np.ascontiguousarray(arrays[key])
+        if v.dtype.kind == "f":
+            v = v.astype(np.float32)
         h.update(key.encode() + str(v.dtype).encode() + str(v.shape).encode() + v.tobytes())
     return h.hexdigest()
 
 
 def test_default_specs_build_the_same_sets_as_before_the_wider_generator():
-    """The new spec fields default to the sets built before they existed, byte for byte."""
+    """The new spec fields default to the sets built before they existed (to float32
+    precision: the hash is that of the generator as it was when these sets were pinned)."""
     import hashlib
 
     from auditor.suite import default_suite, quick_suite
@@ -53,7 +59,7 @@ def test_default_specs_build_the_same_sets_as_before_the_wider_generator():
     h = hashlib.sha256()
     for spec in specs:
         h.update(_digest(make_benchmark(spec)).encode())
-    assert h.hexdigest() == "1555f37148c10fe7246344d0850c4855b8895a3f2f33f35c4f9360e0f5742af5"
+    assert h.hexdigest() == "1c1de42547ee86a325f786ea8edcdfcf2adfa2ab31a744cd51fe98153101905b"
 
 
 def test_twin_replaces_the_poisons_by_ordinary_sequences_and_keeps_everything_else():
