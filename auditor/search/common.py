@@ -85,9 +85,10 @@ def search_orders(context: Context) -> dict[str, np.ndarray]:
     trials, and searches the combined order alone (as every budget did before the screens'
     orders were added; the default budgets, at least 160, always hold them)."""
     names = [name for name, _ in context.screens] if len(context.screens) > 1 else []
-    orders = {"combined": order_of(context), **{name: followed_order(context, name) for name in names}}
-    cost = context.search_seeds * (1 + sum(len(prefix_sizes(context.n, step=_step(name))) for name in orders))
-    return orders if 2 * cost <= context.budget else {"combined": orders["combined"]}
+    cost = context.search_seeds * (1 + sum(len(prefix_sizes(context.n, step=_step(name)))
+                                           for name in ["combined", *names]))
+    fits = 2 * cost <= context.budget
+    return {"combined": order_of(context), **{name: followed_order(context, name) for name in names if fits}}
 
 
 def _step(order: str) -> int:
